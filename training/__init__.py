@@ -1,0 +1,1 @@
+"""Offline training package: load -> augment -> build -> fit -> evaluate -> export."""

@@ -1,0 +1,188 @@
+"""Every trainable architecture, registered by name with its input and training recipe.
+
+Adding a model is one builder function decorated with `@register(...)`. Every model ends
+in a linear `logits` layer followed by a float32 softmax, so export can fold a fitted
+temperature in front of the softmax without touching the trained weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+from keras import layers
+
+from app.labels import EMOTIONS
+from app.preprocess import InputSpec
+from training.augment import NONE, STUDY, AugmentConfig
+
+N_CLASSES = len(EMOTIONS)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How an architecture is trained by default; command-line flags override the counts."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adam"  # "adam" (constant lr) or "sgd_cosine" (Nesterov, warm-up + cosine)
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    class_weight_power: float = 1.0
+    augment: AugmentConfig = NONE
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    description: str
+    input: InputSpec
+    recipe: Recipe
+    builder: Callable[[str | None], keras.Model] = field(repr=False)
+
+    def build(self, weights: str | None = None) -> keras.Model:
+        """Build the model; `weights` is "imagenet", a local weights file, or None."""
+        return self.builder(weights)
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(name: str, description: str, input: InputSpec, recipe: Recipe):
+    def deco(fn: Callable[[str | None], keras.Model]) -> Callable[[str | None], keras.Model]:
+        ARCHITECTURES[name] = Architecture(name, description, input, recipe, fn)
+        return fn
+
+    return deco
+
+
+def get(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(ARCHITECTURES)}") from None
+
+
+def _classifier_output(x, name: str, inputs) -> keras.Model:
+    logits = layers.Dense(N_CLASSES, name="logits")(x)
+    probs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    return keras.Model(inputs, probs, name=name)
+
+
+GRAY48 = InputSpec(48, 48, 1, color="gray", normalization="unit", source_size=48)
+
+
+def _study_cnn(name: str) -> keras.Model:
+    """The study's from-scratch CNN (17,046,535 parameters)."""
+    inputs = keras.Input((48, 48, 1))
+    x = inputs
+    for filters_a, filters_b, pad_b in ((32, 64, "same"), (128, 256, "valid"), (512, 512, "same")):
+        x = layers.Conv2D(filters_a, 3, padding="same", activation="relu")(x)
+        x = layers.Conv2D(filters_b, 3, padding=pad_b, activation="relu")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Dropout(0.25)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(1024, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    return _classifier_output(x, name, inputs)
+
+
+@register("cnn_scratch", "study model 1: CNN from scratch, no augmentation", GRAY48, Recipe())
+def cnn_scratch(weights: str | None = None) -> keras.Model:
+    return _study_cnn("cnn_scratch")
+
+
+@register(
+    "cnn_augmented",
+    "study model 2: the same CNN with on-the-fly augmentation",
+    GRAY48,
+    Recipe(augment=STUDY),
+)
+def cnn_augmented(weights: str | None = None) -> keras.Model:
+    return _study_cnn("cnn_augmented")
+
+
+def _imagenet_weights(weights: str | None) -> str | None:
+    return None if weights in (None, "none") else weights
+
+
+@register(
+    "vgg16",
+    "study model 3: VGG16 transfer (frozen to block5_conv1) on 224x224x3",
+    InputSpec(224, 224, 3, color="gray", normalization="caffe", source_size=48),
+    Recipe(batch_size=32, learning_rate=1e-4),
+)
+def vgg16(weights: str | None = "imagenet") -> keras.Model:
+    base = keras.applications.VGG16(
+        include_top=False, weights=_imagenet_weights(weights), input_shape=(224, 224, 3)
+    )
+    trainable = False
+    for layer in base.layers:
+        layer.trainable = trainable
+        if layer.name == "block5_conv1":
+            trainable = True
+    x = layers.Flatten()(base.output)
+    x = layers.Dense(1024, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    x = layers.Dense(512, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    return _classifier_output(x, "vgg16", base.input)
+
+
+@register(
+    "resnet50v2",
+    "study model 4 (the study's pick): ResNet50V2 transfer, last 50 layers trainable, 224x224x3",
+    InputSpec(224, 224, 3, color="gray", normalization="tf", source_size=48),
+    Recipe(epochs=45, batch_size=32, learning_rate=1e-4),
+)
+def resnet50v2(weights: str | None = "imagenet") -> keras.Model:
+    base = keras.applications.ResNet50V2(
+        include_top=False, weights=_imagenet_weights(weights), input_shape=(224, 224, 3)
+    )
+    for layer in base.layers[:-50]:
+        layer.trainable = False
+    x = layers.Dropout(0.5)(base.output)
+    x = layers.BatchNormalization()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Dropout(0.5)(x)
+    return _classifier_output(x, "resnet50v2", base.input)
+
+
+@register(
+    "emonet",
+    "the service's default: compact VGG-style CNN with batch norm, 48x48x1, ~1.8 M parameters",
+    GRAY48,
+    Recipe(
+        epochs=40,
+        batch_size=64,
+        optimizer="sgd_cosine",
+        learning_rate=0.05,
+        weight_decay=5e-4,
+        label_smoothing=0.1,
+        class_weight_power=0.5,
+        augment=AugmentConfig(flip=True, rotation_deg=10, shift=0.1, zoom=0.1, erasing=0.5),
+    ),
+)
+def emonet(weights: str | None = None) -> keras.Model:
+    inputs = keras.Input((48, 48, 1))
+    x = inputs
+    for i, filters in enumerate((32, 64, 128, 256)):
+        for _ in range(2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.ReLU()(x)
+        x = layers.MaxPooling2D()(x)
+        if i >= 2:
+            x = layers.Dropout(0.2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.5)(x)
+    x = layers.Dense(256, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.Dropout(0.5)(x)
+    return _classifier_output(x, "emonet", inputs)

@@ -1,0 +1,87 @@
+"""Command line: models | train | evaluate | export."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_duration(text: str) -> float:
+    """'2h', '90m', '45s', '1h30m' or plain seconds to seconds."""
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 2h, 90m, 1h30m)")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+def weights_arg(text: str) -> str | None:
+    return None if text.lower() == "none" else text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("models", help="list architectures with input shape and parameter counts")
+
+    t = sub.add_parser("train", help="train one architecture")
+    t.add_argument("--model", required=True)
+    t.add_argument("--data", required=True, help="Kaggle-layout folder with train/<class>/*")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--time-budget", type=parse_duration, help="e.g. 2h, 90m")
+    t.add_argument("--weights", type=weights_arg, default="imagenet",
+                   help="imagenet, a local weights file, or none (transfer models only)")
+    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--limit-per-class", type=int)
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--no-class-weights", action="store_true")
+    t.add_argument("--no-mixed-precision", action="store_true", help="train in float32")
+
+    e = sub.add_parser("evaluate", help="evaluate a run on test/")
+    e.add_argument("--run", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--limit-per-class", type=int)
+
+    x = sub.add_parser("export", help="export a run to models/NAME.onnx and register it")
+    x.add_argument("--run", required=True)
+    x.add_argument("--name", required=True)
+    x.add_argument("--version", default="1.0.0")
+    x.add_argument("--default", action="store_true")
+    x.add_argument("--models-dir", default="models")
+    x.add_argument("--data", help="dataset for the parity check (default: the run's)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "models":
+        from training.summary import print_models
+
+        print_models()
+    elif args.command == "train":
+        from training.fit import TrainOptions, train
+
+        train(TrainOptions(
+            model=args.model, data=args.data, out=args.out, epochs=args.epochs,
+            batch_size=args.batch_size, time_budget_s=args.time_budget,
+            weights=args.weights, seed=args.seed, limit_per_class=args.limit_per_class,
+            resume=args.resume, class_weights=not args.no_class_weights,
+            mixed_precision=not args.no_mixed_precision,
+        ))
+    elif args.command == "evaluate":
+        from training.evaluate import evaluate_run
+
+        evaluate_run(args.run, args.data, args.limit_per_class)
+    elif args.command == "export":
+        from training.export import export_run
+
+        export_run(args.run, args.name, version=args.version, default=args.default,
+                   models_dir=args.models_dir, data=args.data)
+    return 0

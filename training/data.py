@@ -1,0 +1,163 @@
+"""Load a Kaggle-layout face dataset (`<split>/<class>/*`) into memory as 48x48 gray arrays.
+
+FER2013 folders hold ready 48x48 crops. Folders of ordinary photos are accepted too:
+any image that is not already a small gray face is run through the service's own face
+detector and aligner, so training sees faces framed exactly as the service frames them.
+Decoded splits are cached as .npz keyed by a fingerprint of the files, because decoding
+28k JPEGs takes longer than an epoch of a small model's evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from app.labels import EMOTIONS
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+FACE_SIZE = 48
+
+
+@dataclass
+class Split:
+    """Images (N, 48, 48) uint8 and integer labels (N,) in EMOTIONS order."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def list_files(data_dir: Path, split: str) -> list[tuple[Path, int]]:
+    """Every image file of a split with its class index, sorted for reproducibility."""
+    root = Path(data_dir) / split
+    if not root.is_dir():
+        raise FileNotFoundError(f"no {split}/ folder in {data_dir}")
+    files: list[tuple[Path, int]] = []
+    for idx, label in enumerate(EMOTIONS):
+        folder = root / label
+        if folder.is_dir():
+            files += [
+                (p, idx) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
+            ]
+    if not files:
+        raise FileNotFoundError(f"{root} holds no images in class folders {EMOTIONS}")
+    return files
+
+
+def limit_per_class(files: list[tuple[Path, int]], k: int | None, seed: int) -> list[tuple[Path, int]]:
+    """Keep at most k files of each class, drawn with a seeded generator."""
+    if not k:
+        return files
+    rng = np.random.default_rng(seed)
+    out: list[tuple[Path, int]] = []
+    for idx in range(len(EMOTIONS)):
+        cls = [f for f in files if f[1] == idx]
+        keep = sorted(rng.permutation(len(cls))[:k])
+        out += [cls[i] for i in keep]
+    return out
+
+
+def fingerprint(files: list[tuple[Path, int]]) -> str:
+    """A short hash of file names, sizes and labels: which data a model was trained on."""
+    h = hashlib.sha256()
+    for path, label in files:
+        h.update(f"{path.parent.name}/{path.name}:{path.stat().st_size}:{label}\n".encode())
+    return h.hexdigest()[:16]
+
+
+class _PhotoCropper:
+    """Finds and aligns the largest face in a photo with the service's own code."""
+
+    def __init__(self) -> None:
+        from app.assets import detector_model_path
+        from app.faces import FaceDetector
+
+        self._detector = FaceDetector(detector_model_path("full"))
+
+    def crop(self, rgb: np.ndarray) -> np.ndarray | None:
+        from app.align import align_crop
+
+        faces = self._detector.detect(rgb)
+        if not faces:
+            return None
+        face = max(faces, key=lambda f: f.box.width * f.box.height)
+        return align_crop(rgb, face, FACE_SIZE)
+
+    def close(self) -> None:
+        self._detector.close()
+
+
+def _load_face(path: Path, cropper_box: list) -> np.ndarray | None:
+    with Image.open(path) as im:
+        im.seek(0)
+        if im.size == (FACE_SIZE, FACE_SIZE):
+            return np.asarray(im.convert("L"), dtype=np.uint8)
+        if not cropper_box:
+            cropper_box.append(_PhotoCropper())
+        from app.preprocess import to_gray
+
+        crop = cropper_box[0].crop(np.asarray(im.convert("RGB")))
+    return None if crop is None else to_gray(crop)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EMOTION_CACHE_DIR", ".cache/datasets"))
+
+
+def load_split(
+    data_dir: Path | str, split: str, limit: int | None = None, seed: int = 0
+) -> tuple[Split, str]:
+    """Decode one split (cached) and return it with its data fingerprint."""
+    files = limit_per_class(list_files(Path(data_dir), split), limit, seed)
+    fp = fingerprint(files)
+    cached = cache_dir() / f"{split}-{fp}.npz"
+    if cached.exists():
+        with np.load(cached) as z:
+            return Split(z["x"], z["y"]), fp
+    xs, ys, cropper_box, skipped = [], [], [], 0
+    for path, label in files:
+        face = _load_face(path, cropper_box)
+        if face is None:
+            skipped += 1
+            continue
+        xs.append(face)
+        ys.append(label)
+    for c in cropper_box:
+        c.close()
+    if skipped:
+        print(f"{split}: no face found in {skipped} of {len(files)} images; they are left out")
+    data = Split(np.stack(xs).astype(np.uint8), np.asarray(ys, dtype=np.int64))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cached, x=data.x, y=data.y)
+    return data, fp
+
+
+def stratified_split(data: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    """Seeded, class-stratified train/validation split taken from the training folder."""
+    rng = np.random.default_rng(seed)
+    train_idx, val_idx = [], []
+    for c in np.unique(data.y):
+        idx = rng.permutation(np.flatnonzero(data.y == c))
+        n_val = max(1, int(round(len(idx) * val_fraction))) if len(idx) > 1 else 0
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    tr = np.sort(np.concatenate(train_idx))
+    va = np.sort(np.concatenate(val_idx))
+    return Split(data.x[tr], data.y[tr]), Split(data.x[va], data.y[va])
+
+
+def class_weights(y: np.ndarray, power: float = 1.0) -> dict[int, float]:
+    """Inverse-frequency ("balanced") class weights, softened by `power` (0 = none, 1 = full)."""
+    counts = np.bincount(y, minlength=len(EMOTIONS)).astype(np.float64)
+    present = counts > 0
+    w = np.ones_like(counts)
+    w[present] = (counts[present].sum() / (present.sum() * counts[present])) ** power
+    w[present] /= (w[present] * counts[present]).sum() / counts[present].sum()
+    return {i: float(v) for i, v in enumerate(w)}

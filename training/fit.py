@@ -1,0 +1,194 @@
+"""Fit a registered architecture on a Kaggle-layout folder and leave a resumable run folder.
+
+The run folder holds `config.json` (the exact command and data fingerprint),
+`history.csv`, `learning_curves.png`, `best.keras` (lowest validation loss),
+`last.keras` + `state.json` (for `--resume`) and `split.npz` (the validation indices).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from training import architectures
+from training.data import class_weights, load_split, stratified_split
+from training.pipeline import make_dataset
+from training.plots import plot_learning_curves
+
+VAL_FRACTION = 0.1
+
+
+@dataclass
+class TrainOptions:
+    model: str
+    data: str
+    out: str
+    epochs: int | None = None
+    batch_size: int | None = None
+    time_budget_s: float | None = None
+    weights: str | None = None
+    seed: int = 42
+    limit_per_class: int | None = None
+    resume: bool = False
+    class_weights: bool = True
+    mixed_precision: bool = True
+
+
+class ProgressSchedule(keras.callbacks.Callback):
+    """Warm-up then cosine decay of the learning rate over training *progress*.
+
+    Progress is the larger of the step fraction and the time-budget fraction, so a run
+    that is cut short by `--time-budget` still ends with an annealed learning rate
+    instead of stopping at a high one.
+    """
+
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int, budget_s: float | None,
+                 elapsed_before: float, cosine: bool) -> None:
+        super().__init__()
+        self.peak, self.total, self.warmup = peak, max(1, total_steps), warmup_steps
+        self.budget, self.cosine = budget_s, cosine
+        self.t0 = time.monotonic() - elapsed_before
+
+    def lr_at(self, step: int) -> float:
+        if not self.cosine:
+            return self.peak
+        if step < self.warmup:
+            return self.peak * (0.1 + 0.9 * step / self.warmup)
+        progress = step / self.total
+        if self.budget:
+            progress = max(progress, (time.monotonic() - self.t0) / self.budget)
+        return self.peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+    def on_train_batch_begin(self, batch, logs=None) -> None:
+        self.model.optimizer.learning_rate.assign(self.lr_at(int(self.model.optimizer.iterations)))
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop cleanly when the next epoch would not fit in the budget (best checkpoint kept)."""
+
+    def __init__(self, budget_s: float, elapsed_before: float) -> None:
+        super().__init__()
+        self.budget = budget_s
+        self.t0 = time.monotonic() - elapsed_before
+        self.epoch_start = time.monotonic()
+        self.stopped = False
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        self.epoch_start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        now = time.monotonic()
+        if (now - self.t0) + (now - self.epoch_start) > self.budget:
+            print(f"time budget of {self.budget:.0f}s reached after epoch {epoch + 1}; stopping")
+            self.model.stop_training = True
+            self.stopped = True
+
+
+class RunState(keras.callbacks.Callback):
+    """Save `last.keras`, `state.json` and the learning-curve plot after every epoch."""
+
+    def __init__(self, run: Path, checkpoint: keras.callbacks.ModelCheckpoint,
+                 elapsed_before: float) -> None:
+        super().__init__()
+        self.run, self.checkpoint = run, checkpoint
+        self.t0 = time.monotonic() - elapsed_before
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        self.model.save(self.run / "last.keras")
+        state = {
+            "epochs_done": epoch + 1,
+            "best_val_loss": float(self.checkpoint.best),
+            "elapsed_s": time.monotonic() - self.t0,
+        }
+        (self.run / "state.json").write_text(json.dumps(state, indent=2))
+        plot_learning_curves(self.run / "history.csv", self.run / "learning_curves.png")
+
+
+def _optimizer(name: str, lr: float, weight_decay: float) -> keras.optimizers.Optimizer:
+    if name == "sgd_cosine":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=weight_decay or None)
+    return keras.optimizers.Adam(lr, weight_decay=weight_decay or None)
+
+
+def train(opts: TrainOptions) -> Path:
+    """Run (or resume) one training run and return the run folder."""
+    arch = architectures.get(opts.model)
+    recipe = arch.recipe
+    run = Path(opts.out)
+    state_file = run / "state.json"
+    state = json.loads(state_file.read_text()) if opts.resume and state_file.exists() else None
+    if opts.resume and state is None:
+        print(f"nothing to resume in {run}; starting a new run")
+    if state is None and (run / "history.csv").exists():
+        raise FileExistsError(f"{run} already holds a run; use --resume or another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    if opts.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.utils.set_random_seed(opts.seed)
+
+    full, fingerprint = load_split(opts.data, "train", opts.limit_per_class, opts.seed)
+    train_split, val_split = stratified_split(full, VAL_FRACTION, opts.seed)
+    epochs = opts.epochs or recipe.epochs
+    batch = opts.batch_size or recipe.batch_size
+    weights = class_weights(train_split.y, recipe.class_weight_power) if opts.class_weights else None
+    print(f"{arch.name}: {len(train_split)} train / {len(val_split)} validation images, "
+          f"{epochs} epochs, batch {batch}, data {fingerprint}")
+
+    if state is None:
+        config = {
+            "model": arch.name,
+            "command": "python -m training " + shlex.join(sys.argv[1:]),
+            "options": asdict(opts),
+            "epochs": epochs,
+            "batch_size": batch,
+            "recipe": asdict(recipe),
+            "input": asdict(arch.input),
+            "class_weights": weights,
+            "data_fingerprint": fingerprint,
+            "val_fraction": VAL_FRACTION,
+        }
+        (run / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        model = arch.build(opts.weights)
+        model.compile(
+            optimizer=_optimizer(recipe.optimizer, recipe.learning_rate, recipe.weight_decay),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        initial_epoch, elapsed, best = 0, 0.0, None
+    else:
+        model = keras.models.load_model(run / "last.keras")
+        initial_epoch, elapsed, best = state["epochs_done"], state["elapsed_s"], state["best_val_loss"]
+        print(f"resuming after epoch {initial_epoch} ({elapsed:.0f}s done, best val_loss {best:.4f})")
+
+    train_ds = make_dataset(train_split, arch.input, batch, training=True, augment=recipe.augment,
+                            class_weights=weights, label_smoothing=recipe.label_smoothing,
+                            seed=opts.seed)
+    val_ds = make_dataset(val_split, arch.input, batch, training=False)
+    steps = math.ceil(len(train_split) / batch)
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        run / "best.keras", monitor="val_loss", save_best_only=True, initial_value_threshold=best
+    )
+    callbacks: list[keras.callbacks.Callback] = [
+        ProgressSchedule(recipe.learning_rate, epochs * steps, 2 * steps if recipe.optimizer ==
+                         "sgd_cosine" else 0, opts.time_budget_s, elapsed,
+                         cosine=recipe.optimizer == "sgd_cosine"),
+        keras.callbacks.CSVLogger(str(run / "history.csv"), append=initial_epoch > 0),
+        checkpoint,
+        RunState(run, checkpoint, elapsed),
+    ]
+    if opts.time_budget_s:
+        callbacks.append(TimeBudget(opts.time_budget_s, elapsed))
+    if initial_epoch < epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=2)
+    np.savez(run / "split.npz", val_y=val_split.y)
+    print(f"done: best checkpoint {run / 'best.keras'}")
+    return run

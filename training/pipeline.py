@@ -1,0 +1,65 @@
+"""tf.data pipelines: batch -> augment -> prepare for the model's input (shared code) -> weight."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from app.labels import EMOTIONS
+from app.preprocess import InputSpec, normalize, prepare_batch
+from training.augment import NONE, AugmentConfig, augment_fn
+from training.data import Split
+
+
+def needs_resize(spec: InputSpec) -> bool:
+    return (spec.height, spec.width, spec.channels) != (48, 48, 1)
+
+
+def prepare_tf(x: tf.Tensor, spec: InputSpec) -> tf.Tensor:
+    """Apply `app.preprocess` to a float batch of 48x48x1 faces inside the graph.
+
+    Same-size gray models only need `normalize`, which runs on tensors directly; models
+    with another input size go through the NumPy `prepare_batch` the service uses.
+    """
+    if not needs_resize(spec):
+        return tf.cast(normalize(x, spec.normalization), tf.float32)
+    out = tf.numpy_function(lambda b: prepare_batch(b, spec), [x], tf.float32, stateful=False)
+    return tf.ensure_shape(out, (None, spec.height, spec.width, spec.channels))
+
+
+def make_dataset(
+    split: Split,
+    spec: InputSpec,
+    batch_size: int,
+    *,
+    training: bool,
+    augment: AugmentConfig = NONE,
+    class_weights: dict[int, float] | None = None,
+    label_smoothing: float = 0.0,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Batches of (input, one-hot target, sample weight) or (input, one-hot) for evaluation."""
+    n_classes = len(EMOTIONS)
+    weights = np.ones(n_classes, np.float32)
+    if class_weights:
+        weights = np.asarray([class_weights[i] for i in range(n_classes)], np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((split.x[..., None], split.y))
+    if training:
+        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    aug = augment_fn(augment, seed) if training else None
+    if aug is not None:
+        ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE)
+    w_table = tf.constant(weights)
+
+    def finish(x, y):
+        target = tf.one_hot(y, n_classes)
+        if training and label_smoothing:
+            target = target * (1.0 - label_smoothing) + label_smoothing / n_classes
+        x = prepare_tf(x, spec)
+        if training:
+            return x, target, tf.gather(w_table, y)
+        return x, target
+
+    return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
