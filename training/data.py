@@ -51,7 +51,9 @@ def list_files(data_dir: Path, split: str) -> list[tuple[Path, int]]:
     return files
 
 
-def limit_per_class(files: list[tuple[Path, int]], k: int | None, seed: int) -> list[tuple[Path, int]]:
+def limit_per_class(
+    files: list[tuple[Path, int]], k: int | None, seed: int
+) -> list[tuple[Path, int]]:
     """Keep at most k files of each class, drawn with a seeded generator."""
     if not k:
         return files

@@ -50,8 +50,15 @@ class ProgressSchedule(keras.callbacks.Callback):
     instead of stopping at a high one.
     """
 
-    def __init__(self, peak: float, total_steps: int, warmup_steps: int, budget_s: float | None,
-                 elapsed_before: float, cosine: bool) -> None:
+    def __init__(
+        self,
+        peak: float,
+        total_steps: int,
+        warmup_steps: int,
+        budget_s: float | None,
+        elapsed_before: float,
+        cosine: bool,
+    ) -> None:
         super().__init__()
         self.peak, self.total, self.warmup = peak, max(1, total_steps), warmup_steps
         self.budget, self.cosine = budget_s, cosine
@@ -95,8 +102,9 @@ class TimeBudget(keras.callbacks.Callback):
 class RunState(keras.callbacks.Callback):
     """Save `last.keras`, `state.json` and the learning-curve plot after every epoch."""
 
-    def __init__(self, run: Path, checkpoint: keras.callbacks.ModelCheckpoint,
-                 elapsed_before: float) -> None:
+    def __init__(
+        self, run: Path, checkpoint: keras.callbacks.ModelCheckpoint, elapsed_before: float
+    ) -> None:
         super().__init__()
         self.run, self.checkpoint = run, checkpoint
         self.t0 = time.monotonic() - elapsed_before
@@ -114,7 +122,9 @@ class RunState(keras.callbacks.Callback):
 
 def _optimizer(name: str, lr: float, weight_decay: float) -> keras.optimizers.Optimizer:
     if name == "sgd_cosine":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=weight_decay or None)
+        return keras.optimizers.SGD(
+            lr, momentum=0.9, nesterov=True, weight_decay=weight_decay or None
+        )
     return keras.optimizers.Adam(lr, weight_decay=weight_decay or None)
 
 
@@ -130,17 +140,20 @@ def train(opts: TrainOptions) -> Path:
     if state is None and (run / "history.csv").exists():
         raise FileExistsError(f"{run} already holds a run; use --resume or another --out")
     run.mkdir(parents=True, exist_ok=True)
-    if opts.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if opts.mixed_precision else "float32")
     keras.utils.set_random_seed(opts.seed)
 
     full, fingerprint = load_split(opts.data, "train", opts.limit_per_class, opts.seed)
     train_split, val_split = stratified_split(full, VAL_FRACTION, opts.seed)
     epochs = opts.epochs or recipe.epochs
     batch = opts.batch_size or recipe.batch_size
-    weights = class_weights(train_split.y, recipe.class_weight_power) if opts.class_weights else None
-    print(f"{arch.name}: {len(train_split)} train / {len(val_split)} validation images, "
-          f"{epochs} epochs, batch {batch}, data {fingerprint}")
+    weights = (
+        class_weights(train_split.y, recipe.class_weight_power) if opts.class_weights else None
+    )
+    print(
+        f"{arch.name}: {len(train_split)} train / {len(val_split)} validation images, "
+        f"{epochs} epochs, batch {batch}, data {fingerprint}"
+    )
 
     if state is None:
         config = {
@@ -165,21 +178,39 @@ def train(opts: TrainOptions) -> Path:
         initial_epoch, elapsed, best = 0, 0.0, None
     else:
         model = keras.models.load_model(run / "last.keras")
-        initial_epoch, elapsed, best = state["epochs_done"], state["elapsed_s"], state["best_val_loss"]
-        print(f"resuming after epoch {initial_epoch} ({elapsed:.0f}s done, best val_loss {best:.4f})")
+        initial_epoch, elapsed, best = (
+            state["epochs_done"],
+            state["elapsed_s"],
+            state["best_val_loss"],
+        )
+        print(
+            f"resuming after epoch {initial_epoch} ({elapsed:.0f}s done, best val_loss {best:.4f})"
+        )
 
-    train_ds = make_dataset(train_split, arch.input, batch, training=True, augment=recipe.augment,
-                            class_weights=weights, label_smoothing=recipe.label_smoothing,
-                            seed=opts.seed)
+    train_ds = make_dataset(
+        train_split,
+        arch.input,
+        batch,
+        training=True,
+        augment=recipe.augment,
+        class_weights=weights,
+        label_smoothing=recipe.label_smoothing,
+        seed=opts.seed,
+    )
     val_ds = make_dataset(val_split, arch.input, batch, training=False)
     steps = math.ceil(len(train_split) / batch)
     checkpoint = keras.callbacks.ModelCheckpoint(
         run / "best.keras", monitor="val_loss", save_best_only=True, initial_value_threshold=best
     )
     callbacks: list[keras.callbacks.Callback] = [
-        ProgressSchedule(recipe.learning_rate, epochs * steps, 2 * steps if recipe.optimizer ==
-                         "sgd_cosine" else 0, opts.time_budget_s, elapsed,
-                         cosine=recipe.optimizer == "sgd_cosine"),
+        ProgressSchedule(
+            recipe.learning_rate,
+            epochs * steps,
+            2 * steps if recipe.optimizer == "sgd_cosine" else 0,
+            opts.time_budget_s,
+            elapsed,
+            cosine=recipe.optimizer == "sgd_cosine",
+        ),
         keras.callbacks.CSVLogger(str(run / "history.csv"), append=initial_epoch > 0),
         checkpoint,
         RunState(run, checkpoint, elapsed),
@@ -187,8 +218,14 @@ def train(opts: TrainOptions) -> Path:
     if opts.time_budget_s:
         callbacks.append(TimeBudget(opts.time_budget_s, elapsed))
     if initial_epoch < epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=2)
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=2,
+        )
     np.savez(run / "split.npz", val_y=val_split.y)
     print(f"done: best checkpoint {run / 'best.keras'}")
     return run

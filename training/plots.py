@@ -20,7 +20,7 @@ def plot_learning_curves(history_csv: Path, out: Path) -> None:
         return
     epochs = [int(r["epoch"]) + 1 for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key in zip(axes, ("loss", "accuracy")):
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, label in (("", "train"), ("val_", "validation")):
             vals = [float(r[prefix + key]) for r in rows if r.get(prefix + key)]
             if vals:
@@ -39,7 +39,10 @@ def plot_confusion(cm: np.ndarray, labels: list[str], out: Path, title: str) -> 
     """Counts and row-normalized (recall) confusion matrices side by side."""
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig, axes = plt.subplots(1, 2, figsize=(14, 6))
-    for ax, mat, fmt, name in ((axes[0], cm, "d", "counts"), (axes[1], norm, ".2f", "row-normalized")):
+    for ax, mat, fmt, name in (
+        (axes[0], cm, "d", "counts"),
+        (axes[1], norm, ".2f", "row-normalized"),
+    ):
         im = ax.imshow(mat, cmap="Blues")
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
         ax.set_yticks(range(len(labels)), labels)
@@ -49,8 +52,15 @@ def plot_confusion(cm: np.ndarray, labels: list[str], out: Path, title: str) -> 
         hi = mat.max() / 2 if mat.size else 0
         for i in range(mat.shape[0]):
             for j in range(mat.shape[1]):
-                ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=8,
-                        color="white" if mat[i, j] > hi else "black")
+                ax.text(
+                    j,
+                    i,
+                    format(mat[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if mat[i, j] > hi else "black",
+                )
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(title)
     fig.tight_layout()
@@ -58,7 +68,9 @@ def plot_confusion(cm: np.ndarray, labels: list[str], out: Path, title: str) -> 
     plt.close(fig)
 
 
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], out: Path, title: str) -> None:
+def plot_roc(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]], out: Path, title: str
+) -> None:
     """One-vs-rest ROC curve per class with its AUC in the legend."""
     fig, ax = plt.subplots(figsize=(7, 6))
     for label, (fpr, tpr, auc) in curves.items():

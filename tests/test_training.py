@@ -1,0 +1,167 @@
+"""The training package on tiny generated data: architectures, fit, resume, evaluate, export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from app.registry import load_registry, sha256_file  # noqa: E402
+from tests.fer_layout import write_fer_folder  # noqa: E402
+from training import architectures  # noqa: E402
+from training.cli import parse_duration  # noqa: E402
+from training.data import class_weights, load_split, stratified_split  # noqa: E402
+from training.evaluate import evaluate_run  # noqa: E402
+from training.export import export_run  # noqa: E402
+from training.fit import TrainOptions, train  # noqa: E402
+from training.summary import parameter_counts  # noqa: E402
+
+STUDY_COUNTS = {  # (total, trainable) from the study
+    "cnn_scratch": (17_046_535, 17_046_535 - 1_664),
+    "cnn_augmented": (17_046_535, 17_046_535 - 1_664),
+    "vgg16": (40_934_215, 30_939_143),
+    "resnet50v2": (29_996_295, None),
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOTION_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def fer_dir(tmp_path_factory) -> Path:
+    return write_fer_folder(tmp_path_factory.mktemp("fer"), per_class=8)
+
+
+@pytest.mark.parametrize("name", sorted(STUDY_COUNTS))
+def test_study_parameter_counts(name):
+    trainable, frozen = parameter_counts(architectures.get(name).build(None))
+    total, want_trainable = STUDY_COUNTS[name]
+    assert trainable + frozen == total
+    if want_trainable is not None:
+        assert trainable == want_trainable
+
+
+def test_every_model_ends_in_logits_then_softmax():
+    for arch in architectures.ARCHITECTURES.values():
+        if arch.input.height != 48:
+            continue
+        model = arch.build(None)
+        assert model.get_layer("logits").units == 7
+        assert model.output.shape[-1] == 7
+
+
+def test_stratified_split_and_class_weights(fer_dir):
+    data, fp = load_split(fer_dir, "train")
+    assert data.x.shape == (56, 48, 48) and data.x.dtype == np.uint8
+    assert len(fp) == 16
+    tr, va = stratified_split(data, 0.25, seed=1)
+    assert len(tr) + len(va) == len(data)
+    assert np.bincount(va.y).tolist() == [2] * 7  # every class in validation
+    tr2, va2 = stratified_split(data, 0.25, seed=1)
+    assert np.array_equal(va.y, va2.y)  # seeded
+    w = class_weights(np.array([0] * 90 + [1] * 10), power=1.0)
+    assert w[1] / w[0] == pytest.approx(9.0)
+    assert class_weights(np.array([0] * 90 + [1] * 10), power=0.0)[1] == pytest.approx(1.0)
+
+
+def test_parse_duration():
+    assert parse_duration("2h") == 7200
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("90") == 90
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration("2 hours")
+
+
+def test_train_48_evaluate_export_and_serve(fer_dir, tmp_path):
+    run = tmp_path / "run"
+    train(TrainOptions(model="emonet", data=str(fer_dir), out=str(run), epochs=1, batch_size=16))
+    for f in ("best.keras", "last.keras", "history.csv", "learning_curves.png", "config.json"):
+        assert (run / f).exists(), f
+    config = json.loads((run / "config.json").read_text())
+    assert config["command"].startswith("python -m training")
+    assert len(config["data_fingerprint"]) == 16
+
+    metrics = evaluate_run(run, fer_dir)
+    for f in ("metrics.json", "confusion_matrix.png", "roc.png", "calibration.png"):
+        assert (run / f).stat().st_size > 0, f
+    assert set(metrics["per_class"]) == {
+        "angry",
+        "disgust",
+        "fear",
+        "happy",
+        "neutral",
+        "sad",
+        "surprise",
+    }
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["temperature"] > 0
+
+    models_dir = tmp_path / "models"
+    entry = export_run(
+        run,
+        "tiny",
+        default=True,
+        models_dir=models_dir,
+        data=fer_dir,
+        reports_dir=tmp_path / "reports",
+    )
+    assert (tmp_path / "reports" / "tiny" / "confusion_matrix.png").exists()
+    assert entry.training["parity_max_abs_diff"] <= 1e-4
+    registry = load_registry(models_dir)
+    assert registry.default.name == "tiny"
+    assert sha256_file(models_dir / "tiny.onnx") == entry.sha256
+    assert entry.metrics["accuracy"] == metrics["accuracy"]
+
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(models_dir / "tiny.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape[1:] == [48, 48, 1]
+    out = sess.run(None, {sess.get_inputs()[0].name: np.zeros((3, 48, 48, 1), np.float32)})[0]
+    assert out.shape == (3, 7) and np.allclose(out.sum(1), 1, atol=1e-5)
+
+
+def test_train_224_transfer_model_one_epoch(fer_dir, tmp_path):
+    run = tmp_path / "run224"
+    train(
+        TrainOptions(
+            model="resnet50v2",
+            data=str(fer_dir),
+            out=str(run),
+            epochs=1,
+            batch_size=8,
+            weights=None,
+            limit_per_class=2,
+            mixed_precision=False,
+        )
+    )
+    rows = (run / "history.csv").read_text().strip().splitlines()
+    assert len(rows) == 2  # header + one epoch
+    assert json.loads((run / "config.json").read_text())["input"]["height"] == 224
+
+
+def test_time_budget_stops_cleanly_and_resume_continues(fer_dir, tmp_path):
+    run = tmp_path / "resume"
+    opts = dict(
+        model="cnn_scratch",
+        data=str(fer_dir),
+        out=str(run),
+        epochs=3,
+        batch_size=28,
+        limit_per_class=4,
+    )
+    train(TrainOptions(**opts, time_budget_s=0.001))  # interrupted after the first epoch
+    state = json.loads((run / "state.json").read_text())
+    assert state["epochs_done"] == 1 and (run / "best.keras").exists()
+    with pytest.raises(FileExistsError):
+        train(TrainOptions(**opts))  # no silent overwrite of an existing run
+    train(TrainOptions(**opts, resume=True))
+    state = json.loads((run / "state.json").read_text())
+    assert state["epochs_done"] == 3
+    epochs = [int(r.split(",")[0]) for r in (run / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == [0, 1, 2]

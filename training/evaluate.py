@@ -1,0 +1,128 @@
+"""Evaluate a trained run on `test/`: metrics.json plus confusion, ROC and calibration pictures.
+
+A temperature is fitted on the run's own validation split (never on test) and the
+expected calibration error is reported before and after it; export folds that
+temperature into the ONNX graph.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from app.labels import EMOTIONS
+from app.preprocess import InputSpec
+from training import architectures
+from training.data import Split, load_split, stratified_split
+from training.fit import VAL_FRACTION
+from training.metrics import (
+    apply_temperature,
+    confusion,
+    expected_calibration_error,
+    fit_temperature,
+    report,
+    roc_curves,
+)
+from training.plots import plot_confusion, plot_reliability, plot_roc
+
+LABELS = list(EMOTIONS)
+
+
+def predict_keras(model, split: Split, spec: InputSpec, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities of a Keras model, with faces prepared by the shared pipeline."""
+    from training.pipeline import make_dataset
+
+    ds = make_dataset(split, spec, batch_size, training=False)
+    return np.asarray(model.predict(ds.map(lambda x, y: x), verbose=0), dtype=np.float64)
+
+
+def write_evaluation(
+    out: Path,
+    title: str,
+    y_test: np.ndarray,
+    probs_test: np.ndarray,
+    y_val: np.ndarray | None = None,
+    probs_val: np.ndarray | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Compute every metric, fit the temperature on validation, and write json + pictures."""
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {"split": "test"} | (extra or {}) | report(y_test, probs_test, LABELS)
+    temperature = 1.0
+    if y_val is not None and probs_val is not None:
+        temperature = fit_temperature(y_val, probs_val)
+        metrics["validation"] = {
+            "n": int(len(y_val)),
+            "accuracy": float(np.mean(probs_val.argmax(1) == y_val)),
+            "ece_before": expected_calibration_error(y_val, probs_val)[0],
+            "ece_after": expected_calibration_error(
+                y_val, apply_temperature(probs_val, temperature)
+            )[0],
+        }
+    calibrated = apply_temperature(probs_test, temperature)
+    metrics["temperature"] = temperature
+    metrics["ece_before"] = metrics.pop("ece")
+    metrics["ece_after"] = expected_calibration_error(y_test, calibrated)[0]
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    cm = confusion(y_test, probs_test.argmax(1), len(LABELS))
+    plot_confusion(
+        cm,
+        LABELS,
+        out / "confusion_matrix.png",
+        f"{title}: test accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}",
+    )
+    plot_roc(
+        roc_curves(y_test, probs_test, LABELS), out / "roc.png", f"{title}: one-vs-rest ROC (test)"
+    )
+    bins = []
+    for name, p in (("uncalibrated", probs_test), (f"temperature {temperature:.2f}", calibrated)):
+        ece, conf, acc, count = expected_calibration_error(y_test, p)
+        bins.append((conf, acc, count, ece, name))
+    plot_reliability(bins, out / "calibration.png", f"{title}: reliability on test")
+    print_summary(title, metrics)
+    return metrics
+
+
+def print_summary(title: str, m: dict) -> None:
+    print(
+        f"{title}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
+        f"ECE {m['ece_before']:.4f} -> {m['ece_after']:.4f} (T={m['temperature']:.3f})"
+    )
+    for name, row in m["per_class"].items():
+        print(
+            f"  {name:9s} precision {row['precision']:.3f}  recall {row['recall']:.3f}  "
+            f"f1 {row['f1-score']:.3f}  support {row['support']}"
+        )
+
+
+def evaluate_run(run: str | Path, data: str | Path, limit_per_class: int | None = None) -> dict:
+    """Evaluate `run/best.keras` on `data/test` and write the results into the run folder."""
+    import keras
+
+    run = Path(run)
+    config = json.loads((run / "config.json").read_text())
+    arch = architectures.get(config["model"])
+    opts = config["options"]
+    model = keras.models.load_model(run / "best.keras")
+
+    test, test_fp = load_split(data, "test", limit_per_class)
+    full, _ = load_split(data, "train", opts.get("limit_per_class"), opts["seed"])
+    _, val = stratified_split(full, config.get("val_fraction", VAL_FRACTION), opts["seed"])
+    probs_test = predict_keras(model, test, arch.input)
+    probs_val = predict_keras(model, val, arch.input)
+    return write_evaluation(
+        run,
+        arch.name,
+        test.y,
+        probs_test,
+        val.y,
+        probs_val,
+        extra={
+            "model": arch.name,
+            "test_data_fingerprint": test_fp,
+            "train_data_fingerprint": config["data_fingerprint"],
+        },
+    )

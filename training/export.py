@@ -1,0 +1,165 @@
+"""Export a trained run to `models/NAME.onnx` and register it.
+
+The exported graph takes the model's float32 NHWC input (dynamic batch) and returns
+calibrated probabilities: the run's fitted temperature is folded in front of the softmax.
+Export fails unless onnxruntime reproduces the Keras outputs on real test faces.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from app.labels import EMOTIONS
+from app.preprocess import prepare_batch
+from app.registry import InputInfo, ModelEntry, sha256_file, upsert
+from training import architectures
+from training.data import load_split
+
+OPSET = 17
+PARITY_TOL = 1e-4
+PARITY_FACES = 256
+REPORT_FILES = (
+    "metrics.json",
+    "confusion_matrix.png",
+    "roc.png",
+    "calibration.png",
+    "learning_curves.png",
+    "history.csv",
+    "config.json",
+)
+
+
+def calibrated_model(run: Path, arch: architectures.Architecture, temperature: float):
+    """Rebuild the architecture in float32, load the best weights, and end it in softmax(logits / T)."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    trained = keras.models.load_model(run / "best.keras")
+    model = arch.build(None)  # the trained weights replace whatever it starts with
+    model.set_weights(trained.get_weights())
+    logits = model.get_layer("logits").output
+    scaled = keras.layers.Rescaling(1.0 / temperature, name="temperature")(logits)
+    probs = keras.layers.Softmax(name="probabilities_calibrated")(scaled)
+    return keras.Model(model.input, probs, name=f"{arch.name}_calibrated")
+
+
+def to_onnx(model, spec, path: Path) -> None:
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = [
+        tf.TensorSpec((None, spec.height, spec.width, spec.channels), tf.float32, name="input")
+    ]
+    tf2onnx.convert.from_keras(model, input_signature=signature, opset=OPSET, output_path=str(path))
+
+
+def check_parity(model, path: Path, faces: np.ndarray) -> float:
+    """Largest absolute difference between Keras and onnxruntime probabilities."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = np.asarray(model.predict(faces, verbose=0))
+    got = sess.run(None, {sess.get_inputs()[0].name: faces})[0]
+    return float(np.max(np.abs(expected - got)))
+
+
+def export_run(
+    run: str | Path,
+    name: str,
+    *,
+    version: str = "1.0.0",
+    default: bool = False,
+    models_dir: str | Path = "models",
+    data: str | Path | None = None,
+    reports_dir: str | Path = "docs/results",
+) -> ModelEntry:
+    """Convert, check parity, register, and copy the run's metrics and pictures to reports_dir/NAME."""
+    run, models_dir = Path(run), Path(models_dir)
+    config = json.loads((run / "config.json").read_text())
+    metrics_file = run / "metrics.json"
+    if not metrics_file.exists():
+        raise FileNotFoundError(
+            f"{metrics_file} is missing: run `python -m training evaluate` first"
+        )
+    metrics = json.loads(metrics_file.read_text())
+    arch = architectures.get(config["model"])
+    spec = arch.input
+    temperature = float(metrics.get("temperature", 1.0))
+
+    model = calibrated_model(run, arch, temperature)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = models_dir / f"{name}.onnx"
+    tmp = onnx_path.with_suffix(".onnx.tmp")
+    to_onnx(model, spec, tmp)
+
+    test, _ = load_split(data or config["options"]["data"], "test")
+    pick = np.random.default_rng(0).permutation(len(test))[:PARITY_FACES]
+    faces = prepare_batch(test.x[pick], spec)
+    diff = check_parity(model, tmp, faces)
+    if diff > PARITY_TOL:
+        tmp.unlink()
+        raise RuntimeError(
+            f"ONNX parity check failed: max |keras - onnx| = {diff:.2e} > {PARITY_TOL}"
+        )
+    tmp.replace(onnx_path)
+    print(f"parity on {len(faces)} test faces: max |keras - onnx| = {diff:.2e}")
+
+    entry = ModelEntry(
+        name=name,
+        version=version,
+        file=onnx_path.name,
+        sha256=sha256_file(onnx_path),
+        labels=list(EMOTIONS),
+        input=InputInfo(
+            height=spec.height,
+            width=spec.width,
+            channels=spec.channels,
+            color=spec.color,
+            normalization=spec.normalization,
+            source_size=spec.source_size,
+        ),
+        output="probabilities",
+        temperature=temperature,
+        temperature_in_graph=True,
+        default=default,
+        description=arch.description,
+        metrics={
+            k: metrics[k]
+            for k in (
+                "split",
+                "n",
+                "accuracy",
+                "macro_f1",
+                "weighted_f1",
+                "per_class",
+                "roc_auc",
+                "ece_before",
+                "ece_after",
+            )
+            if k in metrics
+        }
+        | {"dataset": "FER2013 test/ (PublicTest, 3,589 faces)"},
+        training={
+            "architecture": arch.name,
+            "command": config["command"],
+            "data_fingerprint": config["data_fingerprint"],
+            "epochs": config["epochs"],
+            "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "onnx_opset": OPSET,
+            "parity_max_abs_diff": diff,
+        },
+    )
+    upsert(models_dir, entry)
+    reports = Path(reports_dir) / name
+    reports.mkdir(parents=True, exist_ok=True)
+    for f in REPORT_FILES:
+        if (run / f).exists():
+            shutil.copy2(run / f, reports / f)
+    size_mb = onnx_path.stat().st_size / 1e6
+    print(f"exported {onnx_path} ({size_mb:.2f} MB), registered in {models_dir / 'registry.json'}")
+    return entry
