@@ -1,0 +1,169 @@
+"""Face detection with MediaPipe's BlazeFace models through the Tasks API.
+
+MediaPipe 1.x only has the Tasks API (`mediapipe.tasks.python.vision.FaceDetector`). It
+runs both legacy files fetched by `app.assets`: the short-range model (faces within ~2 m,
+128x128 input) and the full-range *sparse* model (192x192 input, small/far faces). The Tasks
+graph reads the input size from the file and builds the matching anchors, so the full-range
+file works too; its sparse tensors only make LiteRT print "Sparsity tensors may not yet be
+fully supported" once per tensor at load (harmless: results match the dense model within a
+few pixels on our test photos).
+
+Results come back as one `Face` per detection: a pixel box clipped to the image (what the
+API reports), the detector's unclipped box (what alignment frames from) and the six
+keypoints converted from normalized to pixel coordinates.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# MediaPipe names its six BlazeFace keypoints in this order (the subject's right eye first,
+# which appears on the image's left).
+KEYPOINT_NAMES: tuple[str, ...] = (
+    "right_eye",
+    "left_eye",
+    "nose_tip",
+    "mouth",
+    "right_ear",
+    "left_ear",
+)
+
+
+@dataclass(frozen=True)
+class Box:
+    """An integer pixel rectangle: top-left corner and size."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def area(self) -> int:
+        return self.width * self.height
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face: the box reported to users, and what alignment needs to frame it.
+
+    `frame` is the detector's raw box (x, y, width, height in float pixels, possibly reaching
+    outside the image); `detected` is False for a whole-image stand-in face, whose `score` is
+    None and which has no keypoints.
+    """
+
+    box: Box
+    score: float | None
+    keypoints: dict[str, tuple[float, float]] = field(default_factory=dict)
+    frame: tuple[float, float, float, float] | None = None
+    detected: bool = True
+
+
+def whole_image_face(rgb: np.ndarray) -> Face:
+    """The stand-in face for detector=none and fallback=whole: the entire image."""
+    h, w = rgb.shape[:2]
+    return Face(box=Box(0, 0, w, h), score=None, detected=False)
+
+
+def clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> Box | None:
+    """Round a float box to pixels and clip it to the image; None if nothing is left."""
+    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+    x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return Box(x0, y0, x1 - x0, y1 - y0)
+
+
+def _import_mediapipe_vision():
+    """Import the Tasks detector without dragging in TensorFlow.
+
+    `mediapipe.tasks.python.core.optional_dependencies` imports TensorFlow (only for a doc
+    decorator) whenever it is installed, which costs seconds and hundreds of MB in a
+    development environment that also holds the training extras. Registering the no-op stub
+    mediapipe itself uses when TensorFlow is absent avoids that; if TensorFlow is already
+    imported (training), the real module is used.
+    """
+    name = "mediapipe.tasks.python.core.optional_dependencies"
+    if name not in sys.modules and "tensorflow" not in sys.modules:
+        stub = types.ModuleType(name)
+        doc_controls = types.SimpleNamespace(do_not_generate_docs=lambda fn: fn)
+        stub.doc_controls = doc_controls  # type: ignore[attr-defined]
+        sys.modules[name] = stub
+    import mediapipe as mp
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+    from mediapipe.tasks.python.vision import face_detector
+    from mediapipe.tasks.python.vision.core.vision_task_running_mode import (
+        VisionTaskRunningMode,
+    )
+
+    return mp, BaseOptions, face_detector, VisionTaskRunningMode
+
+
+class FaceDetector:
+    """A MediaPipe Tasks face detector in IMAGE mode.
+
+    A Tasks detector instance must not run two images at once, so `detect` holds a lock:
+    callers on several worker threads simply take turns on this instance.
+    """
+
+    def __init__(self, model_path: Path, min_score: float = 0.5) -> None:
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise FileNotFoundError(f"face detector model not found: {model_path}")
+        mp, base_options, face_detector, running_mode = _import_mediapipe_vision()
+        self._mp = mp
+        self.model_path = model_path
+        self.min_score = min_score
+        options = face_detector.FaceDetectorOptions(
+            base_options=base_options(model_asset_path=str(model_path)),
+            min_detection_confidence=min_score,
+            running_mode=running_mode.IMAGE,
+        )
+        self._detector = face_detector.FaceDetector.create_from_options(options)
+        self._lock = threading.Lock()
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """All faces in an RGB uint8 HxWx3 image, in the detector's order."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+        height, width = rgb.shape[:2]
+        image = self._mp.Image(
+            image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb)
+        )
+        with self._lock:
+            if self._detector is None:
+                raise RuntimeError("face detector is closed")
+            result = self._detector.detect(image)
+        faces: list[Face] = []
+        for det in result.detections:
+            bb = det.bounding_box
+            box = clip_box(bb.origin_x, bb.origin_y, bb.width, bb.height, width, height)
+            if box is None:
+                continue
+            score = float(det.categories[0].score) if det.categories else 0.0
+            keypoints = {
+                name: (float(kp.x) * width, float(kp.y) * height)
+                for name, kp in zip(KEYPOINT_NAMES, det.keypoints or [], strict=False)
+            }
+            frame = (float(bb.origin_x), float(bb.origin_y), float(bb.width), float(bb.height))
+            faces.append(Face(box=box, score=score, keypoints=keypoints, frame=frame))
+        return faces
+
+    def close(self) -> None:
+        """Release the native detector now (its own finalizer is noisy at interpreter exit)."""
+        with self._lock:
+            detector, self._detector = self._detector, None
+        if detector is not None:
+            detector.close()
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
