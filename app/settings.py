@@ -11,36 +11,83 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
 
 
 class Settings(BaseSettings):
     """Every setting is an environment variable: `EMOTION_<FIELD NAME IN UPPER CASE>`."""
 
-    model_config = SettingsConfigDict(env_prefix="EMOTION_", extra="ignore",
-                                      protected_namespaces=())
+    model_config = SettingsConfigDict(
+        env_prefix="EMOTION_", extra="ignore", protected_namespaces=()
+    )
 
     # Models and detector assets
-    models_dir: Path = Field(Path("models"), description="folder with registry.json and the ONNX files")
-    default_model: str | None = Field(None, description="registry name served when ?model= is absent; default: the registry's default entry")
-    assets_dir: Path = Field(Path(".cache/assets"), description="where the MediaPipe detector files are cached")
-    detector_short_path: Path | None = Field(None, description="face detector for detector=short; default: the cached short-range model")
-    detector_full_path: Path | None = Field(None, description="face detector for detector=full; default: the cached full-range model")
-    detector_min_score: float = Field(0.5, ge=0.0, le=1.0, description="minimum detection confidence")
+    models_dir: Path = Field(
+        Path("models"), description="folder with registry.json and the ONNX files"
+    )
+    default_model: str | None = Field(
+        None,
+        description="registry name served when ?model= is absent; default: the registry's default entry",
+    )
+    assets_dir: Path = Field(
+        Path(".cache/assets"), description="where the MediaPipe detector files are cached"
+    )
+    detector_short_path: Path | None = Field(
+        None, description="face detector for detector=short; default: the cached short-range model"
+    )
+    detector_full_path: Path | None = Field(
+        None, description="face detector for detector=full; default: the cached full-range model"
+    )
+    detector_min_score: float = Field(
+        0.5, ge=0.0, le=1.0, description="minimum detection confidence"
+    )
 
     # Request limits
-    max_upload_bytes: int = Field(10_000_000, gt=0, description="largest accepted upload per file, bytes (413 above)")
-    max_pixels: int = Field(40_000_000, gt=0, description="largest accepted image, pixels, checked before decoding")
+    max_upload_bytes: int = Field(
+        10_000_000, gt=0, description="largest accepted upload per file, bytes (413 above)"
+    )
+    max_pixels: int = Field(
+        40_000_000, gt=0, description="largest accepted image, pixels, checked before decoding"
+    )
     max_batch_files: int = Field(32, gt=0, description="most files in one /predict/batch request")
     max_faces: int = Field(20, gt=0, description="default for ?max_faces=")
     max_faces_limit: int = Field(100, gt=0, description="largest value ?max_faces= accepts")
 
     # Execution
-    inference_threads: int = Field(default_factory=_default_threads, gt=0, description="onnxruntime intra-op threads per model")
-    worker_threads: int = Field(default_factory=_default_threads, gt=0, description="threads that decode, detect and infer off the event loop")
-    max_in_flight: int = Field(64, gt=0, description="requests processed or queued at once; more get 503 + Retry-After")
+    inference_threads: int = Field(
+        default_factory=_default_threads, gt=0, description="onnxruntime intra-op threads per model"
+    )
+    worker_threads: int = Field(
+        default_factory=_default_threads,
+        gt=0,
+        description="threads that decode, detect and infer off the event loop",
+    )
+    max_in_flight: int = Field(
+        64, gt=0, description="requests processed or queued at once; more get 503 + Retry-After"
+    )
+    max_inference_batch: int = Field(
+        256,
+        gt=0,
+        description="most faces in one onnxruntime call; requests with more run in chunks of this size",
+    )
 
     # HTTP
-    root_path: str = Field("", description="path prefix when mounted behind a gateway, e.g. /emotion")
-    api_key: SecretStr | None = Field(None, description="when set, every route except /healthz, /readyz and /metrics needs header X-API-Key")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    root_path: str = Field(
+        "", description="path prefix when mounted behind a gateway, e.g. /emotion"
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="when set, every route except /healthz, /readyz and /metrics needs header X-API-Key",
+    )
+    trust_forwarded_for: bool = Field(
+        True,
+        description="access log shows the last X-Forwarded-For address (what the nearest proxy "
+        "saw) instead of the socket peer; used for logging only, never for access decisions",
+    )
+    host: str = Field("0.0.0.0", description="address `python -m app` listens on")
+    port: int = Field(8000, gt=0, lt=65536, description="port `python -m app` listens on")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="level of the service's own log lines"
+    )

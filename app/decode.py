@@ -1,0 +1,172 @@
+"""Turn uploaded bytes into the RGB uint8 HxWx3 array the rest of the pipeline expects.
+
+Uploads are untrusted, so the order matters: identify the format and read the declared size
+from the header, refuse what is too large *before* decoding a single pixel, then decode only
+the first frame. Every failure is an `ImageError` carrying the HTTP status and problem type
+the API answers with, so the HTTP layer never has to interpret Pillow's exceptions.
+
+Pillow's own decompression-bomb guard (`Image.MAX_IMAGE_PIXELS`) stays on as a backstop; the
+service raises it to at least `max_pixels` at start-up so it never rejects what we accept.
+Anything its warning would flag is above `max_pixels` and refused by our own check first.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.problems import ProblemError
+
+SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
+SUPPORTED_TEXT = "JPEG, PNG, WebP, BMP, TIFF or GIF"
+
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
+_WIDE_GRAY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+
+log = logging.getLogger("emotion.decode")
+
+
+class ImageError(ProblemError):
+    """An upload that cannot be used as an image; `status` and `slug` say how to answer."""
+
+
+def _fail(status: int, slug: str, title: str, detail: str) -> ImageError:
+    return ImageError(status, slug, title, detail)
+
+
+def ensure_pillow_limit(max_pixels: int) -> None:
+    """Keep Pillow's bomb guard at or above our own pixel limit (it is process-wide)."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and current < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode the first frame of an image upload to RGB uint8, EXIF orientation applied."""
+    if not data:
+        raise _fail(400, "empty-file", "Empty file", "the uploaded file is empty")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise _too_large(str(e)) from e
+    except UnidentifiedImageError as e:
+        raise _fail(
+            400,
+            "not-an-image",
+            "Not an image",
+            f"the file is not a readable image; send {SUPPORTED_TEXT}",
+        ) from e
+    except MemoryError:
+        raise
+    except Exception as e:  # Pillow raises many types on malformed headers
+        raise _unreadable(e) from e
+    with im:
+        if im.format not in SUPPORTED_FORMATS:
+            raise _fail(
+                415,
+                "unsupported-format",
+                "Unsupported image format",
+                f"{im.format or 'this'} images are not accepted; send {SUPPORTED_TEXT}",
+            )
+        width, height = im.size
+        if width <= 0 or height <= 0:
+            raise _fail(400, "empty-image", "Empty image", f"the image is {width}x{height} pixels")
+        if width * height > max_pixels:
+            raise _too_large(
+                f"the image is {width}x{height} = {width * height:,} pixels; "
+                f"the limit is {max_pixels:,}"
+            )
+        _load_first_frame(im)
+        return to_rgb(_oriented(im))
+
+
+def _too_large(detail: str) -> ImageError:
+    return _fail(413, "image-too-large", "Image too large", detail)
+
+
+def _load_first_frame(im: Image.Image) -> None:
+    try:
+        if getattr(im, "n_frames", 1) > 1:
+            im.seek(0)
+        im.load()
+    except Image.DecompressionBombError as e:
+        raise _too_large(str(e)) from e
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise _unreadable(e) from e
+
+
+def _unreadable(e: Exception) -> ImageError:
+    """A decoding failure: truncated data (Pillow says so in the message) or corrupt data."""
+    if "truncated" in str(e).lower():
+        return _fail(
+            400,
+            "truncated-image",
+            "Truncated image",
+            "the image data ends early; the upload is incomplete or cut off",
+        )
+    return _fail(
+        400,
+        "corrupt-image",
+        "Corrupt image",
+        f"the image data could not be decoded ({type(e).__name__}: {e})",
+    )
+
+
+def _oriented(im: Image.Image) -> Image.Image:
+    """Apply the EXIF Orientation tag; a broken EXIF block leaves the image as stored."""
+    try:
+        return ImageOps.exif_transpose(im) or im
+    except Exception as e:
+        log.debug("ignoring unreadable EXIF orientation: %s", e)
+        return im
+
+
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode to RGB uint8: alpha composited on white, wide grays rescaled."""
+    try:
+        if im.mode == "RGB":
+            arr = np.asarray(im)
+        elif im.mode in _WIDE_GRAY_MODES:
+            arr = np.repeat(wide_gray_to_uint8(np.asarray(im), im.mode)[..., None], 3, axis=2)
+        elif im.mode in _ALPHA_MODES or "transparency" in im.info:
+            rgba = im.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            arr = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+        else:
+            arr = np.asarray(im.convert("RGB"))
+    except ValueError as e:
+        raise _fail(
+            415,
+            "unsupported-color-mode",
+            "Unsupported colour mode",
+            f"{im.mode} images cannot be converted to RGB ({e})",
+        ) from e
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def wide_gray_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Scale 16-bit, 32-bit integer and float grays to 0..255 instead of clipping them.
+
+    16-bit modes divide by 257 (65535 -> 255). Mode "I" holds 16-bit data in practice (old
+    Pillow opened 16-bit PNGs as "I"): values within 0..255 are kept, within 0..65535 are
+    divided by 257, anything wider is stretched min..max. Floats in 0..1 are multiplied by
+    255, floats within 0..255 kept, others stretched.
+    """
+    a = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if mode.startswith("I;16"):
+        out = a / 257.0
+    elif mode == "I" and lo >= 0 and hi <= 255 or mode == "F" and lo >= 0 and hi <= 255 and hi > 1:
+        out = a
+    elif mode == "I" and lo >= 0 and hi <= 65535:
+        out = a / 257.0
+    elif mode == "F" and lo >= 0 and hi <= 1:
+        out = a * 255.0
+    else:
+        out = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

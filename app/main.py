@@ -1,0 +1,83 @@
+"""The ASGI application: `app.main:app`, built by `create_app`.
+
+`create_app(settings)` wires settings, routes, error handlers and middleware; the lifespan
+loads detectors and models (with warm-up) before the first request and releases them at
+shutdown. Tests build apps with their own `Settings`; nothing lives at module level except
+the default `app` itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app.metrics import Metrics
+from app.middleware import ApiKeyCheck, RequestContext
+from app.problems import install_handlers
+from app.routes import build_router
+from app.runtime import Runtime
+from app.settings import Settings
+
+DESCRIPTION = """Finds every face in a photo and returns its box and the probabilities of seven
+emotions (angry, disgust, fear, happy, neutral, sad, surprise).
+
+Errors are `application/problem+json` (RFC 9457). Every response carries `X-Request-ID`.
+"""
+
+
+def configure_logging(level: str) -> None:
+    """Give the service's `emotion.*` loggers a handler unless the host already set one up.
+
+    Under `python -m uvicorn` only uvicorn's own loggers are configured; without this our
+    access log lines would be dropped.
+    """
+    logger = logging.getLogger("emotion")
+    logger.setLevel(level.upper())
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    runtime = await run_in_threadpool(Runtime.start, settings)
+    app.state.metrics.in_flight.set_function(lambda: runtime.gate.active)
+    app.state.runtime = runtime
+    try:
+        yield
+    finally:
+        app.state.runtime = None
+        runtime.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Emotion recognition",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        root_path=settings.root_path,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.runtime = None
+    install_handlers(app)
+    app.include_router(build_router(settings))
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyCheck, api_key=settings.api_key.get_secret_value())
+    app.add_middleware(
+        RequestContext, metrics=app.state.metrics, trust_forwarded_for=settings.trust_forwarded_for
+    )
+    return app
+
+
+app = create_app()

@@ -1,0 +1,118 @@
+"""The per-request work, top to bottom: decode, detect, align, preprocess, classify.
+
+`prepare_image` takes one upload as far as a model-ready tensor of its faces; it is blocking
+and runs on the worker pool, one call per image. `classify` then sends the faces of every
+image of the request through the model together, because one onnxruntime call on a batch
+costs far less than one per face. If that shared call fails, each image is retried alone so a
+single poisoned image costs only its own result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from app.align import align_crop
+from app.decode import decode_image
+from app.faces import Face, FaceDetector, whole_image_face
+from app.inference import OnnxModel
+from app.preprocess import InputSpec, prepare_batch
+
+Fallback = Literal["none", "whole"]
+
+log = logging.getLogger("emotion.pipeline")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to find faces: the detector (None: the whole image is the face) and the limits."""
+
+    detector: FaceDetector | None
+    fallback: Fallback
+    max_faces: int
+    max_pixels: int
+
+
+@dataclass
+class PreparedImage:
+    """One image after everything but the model: its size, faces and their input tensor."""
+
+    width: int
+    height: int
+    faces: list[Face]
+    batch: np.ndarray
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def _ms(t0: float, t1: float) -> float:
+    return (t1 - t0) * 1000.0
+
+
+def find_faces(rgb: np.ndarray, options: Options) -> list[Face]:
+    """Detected faces, largest first, cut at max_faces; the whole image when asked to."""
+    if options.detector is None:
+        return [whole_image_face(rgb)]
+    faces = options.detector.detect(rgb)
+    if not faces and options.fallback == "whole":
+        return [whole_image_face(rgb)]
+    faces.sort(key=lambda f: f.box.area, reverse=True)
+    return faces[: options.max_faces]
+
+
+def prepare_image(data: bytes, spec: InputSpec, options: Options) -> PreparedImage:
+    """Bytes to a model-ready batch of this image's faces (raises `ImageError` on bad input)."""
+    t0 = time.perf_counter()
+    rgb = decode_image(data, options.max_pixels)
+    t1 = time.perf_counter()
+    faces = find_faces(rgb, options)
+    t2 = time.perf_counter()
+    crops = [align_crop(rgb, f) for f in faces]
+    t3 = time.perf_counter()
+    batch = prepare_batch(crops, spec)
+    t4 = time.perf_counter()
+    height, width = rgb.shape[:2]
+    timing = {
+        "decode": _ms(t0, t1),
+        "detect": _ms(t1, t2),
+        "align": _ms(t2, t3),
+        "preprocess": _ms(t3, t4),
+    }
+    return PreparedImage(width, height, faces, batch, timing)
+
+
+def classify(
+    model: OnnxModel, images: list[PreparedImage], observe: Callable[[float], None] | None = None
+) -> list[np.ndarray | Exception]:
+    """Probabilities (faces, 7) per image, from one batched model call for all of them.
+
+    An image whose faces make the model fail gets the exception in its slot instead.
+    """
+    counts = [len(im.batch) for im in images]
+    results: list[np.ndarray | Exception] = [np.zeros((0, 7), dtype=np.float64) for _ in images]
+    todo = [i for i, n in enumerate(counts) if n]
+    if not todo:
+        return results
+    try:
+        probs = model.predict(np.concatenate([images[i].batch for i in todo]), observe)
+    except Exception as e:
+        if len(todo) == 1:
+            results[todo[0]] = e
+            return results
+        log.warning(
+            "batched inference over %d images failed (%s); retrying each alone", len(todo), e
+        )
+        for i in todo:
+            try:
+                results[i] = model.predict(images[i].batch, observe)
+            except Exception as e_one:
+                results[i] = e_one
+        return results
+    offsets = np.cumsum([0] + [counts[i] for i in todo])
+    for k, i in enumerate(todo):
+        results[i] = probs[offsets[k] : offsets[k + 1]]
+    return results

@@ -1,0 +1,436 @@
+"""HTTP routes: thin adapters between requests and `app.pipeline` running on the worker pool.
+
+The two predict routes use `PredictRoute`, which does its checks *before* the multipart body
+is read: the in-flight gate (503 + Retry-After when full) and the body-size cap (413 from
+Content-Length, or as soon as the streamed body passes the cap), so an overloaded or
+oversized request costs almost nothing. The per-file byte limit is checked once parsing has
+measured each file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Receive
+
+from app.labels import EMOTIONS
+from app.pipeline import Fallback, Options, PreparedImage, classify, prepare_image
+from app.problems import PROBLEM_MEDIA_TYPE, ProblemError, problem_body
+from app.runtime import DetectorChoice, Runtime
+from app.schemas import (
+    BatchError,
+    BatchImage,
+    BatchResponse,
+    BoxOut,
+    FaceOut,
+    Health,
+    ImageSize,
+    ItemProblem,
+    ModelInfo,
+    ModelRef,
+    ModelsResponse,
+    PredictResponse,
+    Probabilities,
+    Problem,
+    Readiness,
+)
+from app.settings import Settings
+
+MULTIPART_OVERHEAD = 64 * 1024
+"""Bytes allowed per file on top of max_upload_bytes for multipart headers and boundaries."""
+
+log = logging.getLogger("emotion.routes")
+
+_PROBLEM = {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {**_PROBLEM, "description": "empty, corrupt, truncated or non-image upload"},
+    401: {**_PROBLEM, "description": "missing or wrong X-API-Key (when a key is configured)"},
+    404: {**_PROBLEM, "description": "unknown ?model= name"},
+    413: {
+        **_PROBLEM,
+        "description": "upload over the byte limit, image over the pixel limit, or too many files",
+    },
+    415: {**_PROBLEM, "description": "image format or colour mode not supported"},
+    422: {**_PROBLEM, "description": "missing file field or invalid query value"},
+    503: {
+        **_PROBLEM,
+        "description": "overloaded (Retry-After), or the model/detector is not loaded",
+    },
+}
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise ProblemError(503, "starting", "Service starting", "the service is still starting")
+    return runtime
+
+
+def _capped(receive: Receive, cap: int) -> Receive:
+    """Wrap `receive` so reading past `cap` body bytes aborts the request with 413."""
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > cap:
+                raise StarletteHTTPException(413, f"the request body exceeds {cap:,} bytes")
+        return message
+
+    return limited
+
+
+class PredictRoute(APIRoute):
+    """A predict route: in-flight gate and body cap applied before the body is parsed."""
+
+    def body_cap(self, settings: Settings) -> int:
+        files = settings.max_batch_files if self.path.endswith("/batch") else 1
+        return files * (settings.max_upload_bytes + MULTIPART_OVERHEAD)
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def gated(request: Request) -> Response:
+            runtime = runtime_of(request)
+            cap = self.body_cap(runtime.settings)
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > cap:
+                raise ProblemError(
+                    413,
+                    "request-too-large",
+                    "Request too large",
+                    f"the request body is {int(length):,} bytes; at most {cap:,} are accepted",
+                )
+            if not runtime.gate.try_enter():
+                request.app.state.metrics.rejected.inc()
+                raise ProblemError(
+                    503,
+                    "overloaded",
+                    "Service overloaded",
+                    f"{runtime.gate.limit} requests are already in progress; retry shortly",
+                    headers={"Retry-After": "1"},
+                )
+            try:
+                return await handler(Request(request.scope, _capped(request.receive, cap)))
+            finally:
+                runtime.gate.leave()
+
+        return gated
+
+
+class PredictQuery:
+    """The query parameters both predict routes share."""
+
+    def __init__(
+        self,
+        model: Annotated[
+            str | None, Query(description="registry name; default: the default model")
+        ] = None,
+        detector: Annotated[
+            DetectorChoice,
+            Query(
+                description="short-range (faces within "
+                "~2 m), full-range (small/far faces), or none "
+                "(the whole image is one face)"
+            ),
+        ] = "short",
+        fallback: Annotated[
+            Fallback,
+            Query(description="whole: when no face is found, classify the whole image as one face"),
+        ] = "none",
+        max_faces: Annotated[
+            int | None,
+            Query(
+                ge=1,
+                description="most faces returned per "
+                "image, largest first; default and upper bound "
+                "come from the settings",
+            ),
+        ] = None,
+    ) -> None:
+        self.model = model
+        self.detector = detector
+        self.fallback = fallback
+        self.max_faces = max_faces
+
+    def options(self, runtime: Runtime) -> Options:
+        settings = runtime.settings
+        max_faces = self.max_faces or settings.max_faces
+        if max_faces > settings.max_faces_limit:
+            raise ProblemError(
+                422,
+                "invalid-request",
+                "Invalid request",
+                f"query.max_faces: must be at most {settings.max_faces_limit}",
+            )
+        return Options(
+            runtime.detector(self.detector), self.fallback, max_faces, settings.max_pixels
+        )
+
+
+async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
+    """The file's bytes, refusing one over max_upload_bytes without reading it."""
+    limit = settings.max_upload_bytes
+    if upload.size is not None and upload.size > limit:
+        raise ProblemError(
+            413,
+            "file-too-large",
+            "File too large",
+            f"{upload.filename or 'the file'} is {upload.size:,} bytes; the limit is {limit:,}",
+        )
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ProblemError(
+            413,
+            "file-too-large",
+            "File too large",
+            f"{upload.filename or 'the file'} is over the {limit:,}-byte limit",
+        )
+    return data
+
+
+def face_outputs(image: PreparedImage, probs: np.ndarray) -> list[FaceOut]:
+    out = []
+    for face, p in zip(image.faces, probs, strict=True):
+        p = p / p.sum()
+        b = face.box
+        out.append(
+            FaceOut(
+                box=BoxOut(x=b.x, y=b.y, width=b.width, height=b.height),
+                score=face.score,
+                detected=face.detected,
+                emotion=EMOTIONS[int(np.argmax(p))],
+                probabilities=Probabilities(
+                    **{e: float(v) for e, v in zip(EMOTIONS, p, strict=True)}
+                ),
+            )
+        )
+    return out
+
+
+def batch_image(filename: str | None, image: PreparedImage, probs: np.ndarray) -> BatchImage:
+    return BatchImage(
+        filename=filename,
+        image=ImageSize(width=image.width, height=image.height),
+        faces=face_outputs(image, probs),
+    )
+
+
+def batch_error(filename: str | None, error: ProblemError) -> BatchError:
+    body = problem_body(error.status, error.slug, error.title, error.detail)
+    return BatchError(filename=filename, error=ItemProblem(**body))
+
+
+def _inference_failed(error: Exception) -> ProblemError:
+    return ProblemError(
+        500,
+        "inference-failed",
+        "Inference failed",
+        f"the model could not classify this image's faces: {error}",
+    )
+
+
+def _timed_classify(
+    runtime: Runtime, request: Request, model, images: list[PreparedImage]
+) -> tuple[list[np.ndarray | Exception], float]:
+    histogram = request.app.state.metrics.inference.labels(model.entry.name)
+    t0 = time.perf_counter()
+    results = classify(model, images, histogram.observe)
+    return results, (time.perf_counter() - t0) * 1000.0
+
+
+def build_router(settings: Settings) -> APIRouter:
+    """All routes; the API-key scheme is declared (for /docs) only when a key is set."""
+    router = APIRouter()
+    secured = (
+        [Depends(APIKeyHeader(name="X-API-Key", auto_error=False))] if settings.api_key else []
+    )
+    predict_router = APIRouter(
+        route_class=PredictRoute, dependencies=secured, responses=PREDICT_ERRORS
+    )
+
+    @predict_router.post(
+        "/predict", response_model=PredictResponse, summary="Emotions of every face in one image"
+    )
+    async def predict(
+        request: Request,
+        file: Annotated[
+            UploadFile, File(description="JPEG, PNG, WebP, BMP, TIFF or GIF (first frame)")
+        ],
+        query: Annotated[PredictQuery, Depends()],
+    ) -> PredictResponse:
+        t0 = time.perf_counter()
+        runtime = runtime_of(request)
+        model = runtime.model(query.model)
+        options = query.options(runtime)
+        data = await read_upload(file, runtime.settings)
+
+        def work() -> tuple[PreparedImage, list[np.ndarray | Exception], float]:
+            image = prepare_image(data, model.entry.input.spec(), options)
+            results, ms = _timed_classify(runtime, request, model, [image])
+            return image, results, ms
+
+        image, results, inference_ms = await runtime.run(work)
+        if isinstance(results[0], Exception):
+            raise _inference_failed(results[0])
+        request.app.state.metrics.faces.observe(len(image.faces))
+        faces = face_outputs(image, results[0])
+        timing = {
+            **image.timing,
+            "inference": inference_ms,
+            "total": (time.perf_counter() - t0) * 1000.0,
+        }
+        return PredictResponse(
+            model=ModelRef(name=model.entry.name, version=model.entry.version),
+            image=ImageSize(width=image.width, height=image.height),
+            faces=faces,
+            timing_ms={k: round(v, 3) for k, v in timing.items()},
+        )
+
+    @predict_router.post(
+        "/predict/batch",
+        response_model=BatchResponse,
+        summary="Emotions of every face in several images, one model call for all of them",
+    )
+    async def predict_batch(
+        request: Request,
+        files: Annotated[list[UploadFile], File(description="1 to max_batch_files images")],
+        query: Annotated[PredictQuery, Depends()],
+    ) -> BatchResponse:
+        t0 = time.perf_counter()
+        runtime = runtime_of(request)
+        settings = runtime.settings
+        if len(files) > settings.max_batch_files:
+            raise ProblemError(
+                413,
+                "too-many-files",
+                "Too many files",
+                f"{len(files)} files sent; at most {settings.max_batch_files} per request",
+            )
+        model = runtime.model(query.model)
+        options = query.options(runtime)
+        spec = model.entry.input.spec()
+        metrics = request.app.state.metrics
+
+        async def prepare(upload: UploadFile) -> PreparedImage | ProblemError:
+            try:
+                data = await read_upload(upload, settings)
+                return await runtime.run(prepare_image, data, spec, options)
+            except ProblemError as e:
+                return e
+            except Exception:
+                log_item_failure(request, upload)
+                return ProblemError(
+                    500,
+                    "processing-failed",
+                    "Processing failed",
+                    "this image could not be processed; see the service log",
+                )
+
+        prepared = await asyncio.gather(*(prepare(f) for f in files))
+        images = [p for p in prepared if isinstance(p, PreparedImage)]
+        results, inference_ms = await runtime.run(_timed_classify, runtime, request, model, images)
+        by_image = dict(zip(map(id, images), results, strict=True))
+
+        out: list[BatchImage | BatchError] = []
+        timing = {"decode": 0.0, "detect": 0.0, "align": 0.0, "preprocess": 0.0}
+        for upload, item in zip(files, prepared, strict=True):
+            if isinstance(item, PreparedImage):
+                result = by_image[id(item)]
+                if not isinstance(result, Exception):
+                    timing = {k: v + item.timing[k] for k, v in timing.items()}
+                    metrics.faces.observe(len(item.faces))
+                    out.append(batch_image(upload.filename, item, result))
+                    continue
+                item = _inference_failed(result)
+            metrics.image_errors.labels(item.slug).inc()
+            out.append(batch_error(upload.filename, item))
+        timing |= {"inference": inference_ms, "total": (time.perf_counter() - t0) * 1000.0}
+        return BatchResponse(
+            model=ModelRef(name=model.entry.name, version=model.entry.version),
+            results=out,
+            timing_ms={k: round(v, 3) for k, v in timing.items()},
+        )
+
+    @router.get(
+        "/models",
+        response_model=ModelsResponse,
+        dependencies=secured,
+        summary="Registered models and whether each can serve",
+    )
+    def models(request: Request) -> ModelsResponse:
+        catalog = runtime_of(request).catalog
+        infos = []
+        for state in catalog.states.values() if catalog else []:
+            e = state.entry
+            infos.append(
+                ModelInfo(
+                    name=e.name,
+                    version=e.version,
+                    default=e.name == catalog.default_name,
+                    description=e.description,
+                    input=e.input.model_dump(),
+                    labels=e.labels,
+                    output=e.output,
+                    metrics=e.metrics,
+                    loaded=state.model is not None,
+                    ready=state.model is not None,
+                    error=state.error,
+                )
+            )
+        return ModelsResponse(default=catalog.default_name if catalog else None, models=infos)
+
+    @router.get("/healthz", response_model=Health, summary="Liveness: the process serves")
+    def healthz() -> Health:
+        return Health()
+
+    @router.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {**_PROBLEM, "description": "not ready; `reasons` says why"}},
+        summary="Readiness: detectors and every registered model loaded and warmed up",
+    )
+    def readyz(request: Request) -> Any:
+        runtime = getattr(request.app.state, "runtime", None)
+        reasons = runtime.problems() if runtime else ["the service is still starting"]
+        if reasons:
+            body = problem_body(
+                503,
+                "not-ready",
+                "Not ready",
+                "; ".join(reasons),
+                getattr(request.state, "request_id", None),
+                request.url.path,
+            )
+            body["reasons"] = reasons
+            return JSONResponse(body, status_code=503, media_type=PROBLEM_MEDIA_TYPE)
+        assert runtime.catalog is not None
+        return Readiness(detectors=list(runtime.detectors), models=list(runtime.catalog.states))
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    def metrics(request: Request) -> Response:
+        m = request.app.state.metrics
+        return Response(m.render(), media_type=m.content_type)
+
+    router.include_router(predict_router)
+    return router
+
+
+def log_item_failure(request: Request, upload: UploadFile) -> None:
+    log.exception(
+        "processing %s failed (request %s)",
+        upload.filename,
+        getattr(request.state, "request_id", None),
+    )
