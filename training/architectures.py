@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 from keras import layers
@@ -106,7 +107,26 @@ def cnn_augmented(weights: str | None = None) -> keras.Model:
 
 
 def _imagenet_weights(weights: str | None) -> str | None:
-    return None if weights in (None, "none") else weights
+    """Keras' `weights` argument: None, "imagenet" (downloaded) or a local weights file."""
+    if weights in (None, "none"):
+        return None
+    if weights != "imagenet" and not Path(weights).is_file():
+        raise FileNotFoundError(f"weights file {weights} does not exist")
+    return weights
+
+
+def _transfer_base(app_fn, weights: str | None) -> keras.Model:
+    try:
+        return app_fn(
+            include_top=False, weights=_imagenet_weights(weights), input_shape=(224, 224, 3)
+        )
+    except Exception as exc:  # download failures surface as several exception types
+        if weights != "imagenet":
+            raise
+        raise RuntimeError(
+            "ImageNet weights could not be downloaded; pass --weights PATH to a local "
+            "weights file (notop .h5) or --weights none"
+        ) from exc
 
 
 @register(
@@ -116,9 +136,7 @@ def _imagenet_weights(weights: str | None) -> str | None:
     Recipe(batch_size=32, learning_rate=1e-4),
 )
 def vgg16(weights: str | None = "imagenet") -> keras.Model:
-    base = keras.applications.VGG16(
-        include_top=False, weights=_imagenet_weights(weights), input_shape=(224, 224, 3)
-    )
+    base = _transfer_base(keras.applications.VGG16, weights)
     trainable = False
     for layer in base.layers:
         layer.trainable = trainable
@@ -139,9 +157,7 @@ def vgg16(weights: str | None = "imagenet") -> keras.Model:
     Recipe(epochs=45, batch_size=32, learning_rate=1e-4),
 )
 def resnet50v2(weights: str | None = "imagenet") -> keras.Model:
-    base = keras.applications.ResNet50V2(
-        include_top=False, weights=_imagenet_weights(weights), input_shape=(224, 224, 3)
-    )
+    base = _transfer_base(keras.applications.ResNet50V2, weights)
     for layer in base.layers[:-50]:
         layer.trainable = False
     x = layers.Dropout(0.5)(base.output)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault(
+    "TF_CPP_MIN_LOG_LEVEL", "3"
+)  # keep TensorFlow's start-up chatter off the terminal
 
 
 def parse_duration(text: str) -> float:
@@ -48,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-class-weights", action="store_true")
     t.add_argument("--no-mixed-precision", action="store_true", help="train in float32")
 
-    e = sub.add_parser("evaluate", help="evaluate a run on test/")
-    e.add_argument("--run", required=True)
+    e = sub.add_parser("evaluate", help="evaluate a run (or a shipped ONNX model) on test/")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="a training run folder")
+    src.add_argument("--onnx", metavar="NAME", help="a model registered in --models-dir")
+    e.add_argument("--models-dir", default="models")
+    e.add_argument("--out", help="with --onnx: where results go (default runs/eval-NAME)")
     e.add_argument("--data", required=True)
     e.add_argument("--limit-per-class", type=int)
 
@@ -75,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        run_command(args)
+    except (FileNotFoundError, FileExistsError, KeyError, RuntimeError) as exc:
+        # Expected user errors (missing data, unknown model, no weights): one clear line.
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> None:
     if args.command == "models":
         from training.summary import print_models
 
@@ -99,9 +116,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     elif args.command == "evaluate":
-        from training.evaluate import evaluate_run
+        from training.evaluate import evaluate_registered, evaluate_run
 
-        evaluate_run(args.run, args.data, args.limit_per_class)
+        if args.onnx:
+            evaluate_registered(
+                args.models_dir, args.onnx, args.data, args.out or f"runs/eval-{args.onnx}"
+            )
+        else:
+            evaluate_run(args.run, args.data, args.limit_per_class)
     elif args.command == "baseline-fer":
         from pathlib import Path
 
@@ -120,4 +142,3 @@ def main(argv: list[str] | None = None) -> int:
             data=args.data,
             reports_dir=args.reports_dir,
         )
-    return 0

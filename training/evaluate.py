@@ -126,3 +126,46 @@ def evaluate_run(run: str | Path, data: str | Path, limit_per_class: int | None 
             "train_data_fingerprint": config["data_fingerprint"],
         },
     )
+
+
+def predict_onnx(models_dir: str | Path, name: str, faces: np.ndarray) -> np.ndarray:
+    """Probabilities of a registered ONNX model for 48x48 faces, prepared by the shared code.
+
+    This is the reference the service is checked against: `/predict?detector=none` on the
+    same face must return the same probabilities.
+    """
+    import onnxruntime as ort
+
+    from app.preprocess import prepare_batch
+    from app.registry import load_registry
+
+    entry = load_registry(Path(models_dir)).get(name)
+    if entry is None:
+        raise KeyError(f"model {name!r} is not in {models_dir}/registry.json")
+    sess = ort.InferenceSession(
+        str(Path(models_dir) / entry.file), providers=["CPUExecutionProvider"]
+    )
+    x = prepare_batch(faces, entry.input.spec())
+    out = np.concatenate(
+        [
+            sess.run(None, {sess.get_inputs()[0].name: x[i : i + 256]})[0]
+            for i in range(0, len(x), 256)
+        ]
+    )
+    order = [entry.labels.index(e) for e in EMOTIONS]
+    return out[:, order].astype(np.float64)
+
+
+def evaluate_registered(
+    models_dir: str | Path, name: str, data: str | Path, out: str | Path
+) -> dict:
+    """Score a shipped ONNX model on test/ exactly as it is served (no Keras involved)."""
+    test, fp = load_split(data, "test")
+    probs = predict_onnx(models_dir, name, test.x)
+    return write_evaluation(
+        Path(out),
+        f"{name} (onnx)",
+        test.y,
+        probs,
+        extra={"model": name, "test_data_fingerprint": fp, "runtime": "onnxruntime"},
+    )
