@@ -1,0 +1,68 @@
+"""Test photos built from scikit-image's sample data, encoded in memory."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+from PIL import Image
+from skimage import data
+
+# Where the astronaut's face is in data.astronaut() (short-range detector, x y w h).
+ASTRONAUT_FACE = (177, 82, 95, 95)
+
+
+def encode(rgb: np.ndarray | Image.Image, fmt: str = "JPEG", **options) -> bytes:
+    im = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
+    buf = io.BytesIO()
+    im.save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+def astronaut() -> np.ndarray:
+    """512x512 RGB, one frontal face."""
+    return np.ascontiguousarray(data.astronaut())
+
+
+def no_face() -> np.ndarray:
+    """A cup of coffee: no face in it."""
+    return np.ascontiguousarray(data.coffee())
+
+
+def group() -> np.ndarray:
+    """640x360 with three copies of the astronaut's face at decreasing sizes.
+
+    The full-range detector finds all three; the short-range one the two larger ones.
+    """
+    face = astronaut()[20:260, 110:350]
+    canvas = np.full((360, 640, 3), 200, np.uint8)
+    for x, y, side in [(0, 40, 280), (290, 60, 200), (500, 100, 140)]:
+        canvas[y : y + side, x : x + side] = cv2.resize(
+            face, (side, side), interpolation=cv2.INTER_AREA
+        )
+    return canvas
+
+
+def rotated(rgb: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotated about the centre (counter-clockwise), borders reflected."""
+    h, w = rgb.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(rgb, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+def exif_rotated_jpeg(upright: np.ndarray) -> bytes:
+    """A JPEG whose pixels are stored turned 90 degrees, with EXIF Orientation=6 to undo it.
+
+    Orientation 6 means "rotate 90 degrees clockwise to display", so the stored pixels are the
+    upright image turned 90 degrees counter-clockwise.
+    """
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(stored, "JPEG", exif=exif.tobytes(), quality=95)
+
+
+def astronaut_640x480() -> np.ndarray:
+    """The benchmark photo: 640x480 with one face, cut and scaled from the astronaut."""
+    return cv2.resize(astronaut()[64:448, 0:512], (640, 480), interpolation=cv2.INTER_LINEAR)
