@@ -1,0 +1,105 @@
+"""A real uvicorn process serving a tiny registry, spoken to over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import images
+from tests.tiny_models import tiny_registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(tmp_path, assets_dir):
+    models = tmp_path / "models"
+    tiny_registry(models)
+    port = free_port()
+    env = os.environ | {
+        "EMOTION_MODELS_DIR": str(models),
+        "EMOTION_ASSETS_DIR": str(assets_dir),
+        "EMOTION_WORKER_THREADS": "2",
+        "EMOTION_INFERENCE_THREADS": "1",
+    }
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not ready in 90 s:\n" + log.read_text()
+            time.sleep(0.3)
+        yield url, log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_real_http_round_trip(server):
+    url, log = server
+    photo = images.encode(images.astronaut(), "JPEG")
+    with httpx.Client(base_url=url, timeout=30) as http:
+        r = http.post(
+            "/predict",
+            files={"file": ("a.jpg", photo, "image/jpeg")},
+            headers={"X-Request-ID": "e2e-single"},
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["x-request-id"] == "e2e-single"
+        body = r.json()
+        assert body["model"]["name"] == "gray48" and len(body["faces"]) == 1
+
+        files = [("files", ("a.jpg", photo)), ("files", ("x.txt", b"nope"))]
+        batch = http.post("/predict/batch", files=files, params={"model": "rgb224"})
+        assert batch.status_code == 200
+        ok, bad = batch.json()["results"]
+        assert len(ok["faces"]) == 1 and bad["error"]["status"] == 400
+
+        problem = http.post("/predict", files={"file": ("e.jpg", b"")})
+        assert problem.status_code == 400
+        assert problem.headers["content-type"] == "application/problem+json"
+        assert 'emotion_http_requests_total{method="POST",route="/predict",status="200"} 1.0' in (
+            http.get("/metrics").text
+        )
+    deadline = time.monotonic() + 5
+    while "request_id=e2e-single" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    line = next(x for x in log.read_text().splitlines() if "request_id=e2e-single" in x)
+    assert 'emotion.access 127.0.0.1 "POST /predict" 200 ' in line
