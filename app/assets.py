@@ -30,6 +30,8 @@ DetectorKind = Literal["short", "full"]
 
 MEDIAPIPE_VERSION = "0.10.21"
 WHEEL_PYTHON = "3.11"
+# 0.10.21's Linux wheels are tagged manylinux_2_28 only (no manylinux_2_17/2014 builds);
+# the wheel is only unzipped, never installed, so the host's own platform does not matter.
 WHEEL_PLATFORM = "manylinux_2_28_x86_64"
 FETCH_COMMAND = "python -m app.assets"
 

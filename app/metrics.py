@@ -62,7 +62,8 @@ class Metrics:
         )
         self.image_errors = Counter(
             "emotion_image_errors_total",
-            "Uploaded images that could not be processed, by problem type",
+            "Uploaded images that could not be processed (bad input or failed inference), "
+            "by problem type",
             ["type"],
             registry=r,
         )

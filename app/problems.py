@@ -89,12 +89,16 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    detail = str(exc.detail) if exc.detail and exc.detail != title else ""
+    slug = _slug_for(status)
     if status == 413:
-        detail = str(exc.detail) if exc.detail else "the request body is too large"
+        detail = detail or "the request body is too large"
         slug, title = "request-too-large", "Request too large"
-    else:
-        detail = str(exc.detail) if exc.detail else title
-        slug = _slug_for(status)
+    elif status == 404:
+        detail = detail or f"there is no endpoint at {request.url.path}; see /docs"
+    elif status == 405:
+        detail = detail or f"{request.method} is not allowed on {request.url.path}"
+    detail = detail or title
     error = ProblemError(status, slug, title, detail, dict(exc.headers or {}))
     return problem_response(request, error)
 

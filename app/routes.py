@@ -282,10 +282,15 @@ def build_router(settings: Settings) -> APIRouter:
             results, ms = _timed_classify(runtime, request, model, [image])
             return image, results, ms
 
-        image, results, inference_ms = await runtime.run(work)
-        if isinstance(results[0], Exception):
-            raise _inference_failed(results[0])
-        request.app.state.metrics.faces.observe(len(image.faces))
+        metrics = request.app.state.metrics
+        try:
+            image, results, inference_ms = await runtime.run(work)
+            if isinstance(results[0], Exception):
+                raise _inference_failed(results[0])
+        except ProblemError as e:
+            metrics.image_errors.labels(e.slug).inc()
+            raise
+        metrics.faces.observe(len(image.faces))
         faces = face_outputs(image, results[0])
         timing = {
             **image.timing,

@@ -502,3 +502,14 @@ def test_the_shipped_default_model_serves(make_client):
     (face,) = body["faces"]
     assert_face(face, 512, 512)
     assert body["model"]["name"] == client.get("/models").json()["default"]
+
+
+def test_unknown_paths_and_methods_are_problems(client):
+    body = assert_problem(client.get("/nope"), 404, "not-found")
+    assert "/nope" in body["detail"]
+    assert_problem(client.get("/predict"), 405, "method-not-allowed")
+
+
+def test_image_errors_are_counted_by_type(client):
+    post(client, b"")
+    assert 'emotion_image_errors_total{type="empty-file"}' in client.get("/metrics").text
