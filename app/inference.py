@@ -84,7 +84,8 @@ def _input_size_matches(shape: list, entry: ModelEntry) -> str | None:
     if isinstance(shape[0], int) and shape[0] > 0:
         return f"input batch dimension is fixed at {shape[0]}; it must be dynamic"
     if [d if isinstance(d, int) else None for d in shape[1:]] != want:
-        return f"input shape {shape} does not match the registry's [batch, {', '.join(map(str, want))}]"
+        dims = ", ".join(map(str, want))
+        return f"input shape {shape} does not match the registry's [batch, {dims}]"
     return None
 
 

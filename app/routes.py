@@ -23,6 +23,7 @@ from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive
 
+from app.inference import OnnxModel
 from app.labels import EMOTIONS
 from app.pipeline import Fallback, Options, PreparedImage, classify, prepare_image
 from app.problems import PROBLEM_MEDIA_TYPE, ProblemError, problem_body
@@ -141,9 +142,8 @@ class PredictQuery:
         detector: Annotated[
             DetectorChoice,
             Query(
-                description="short-range (faces within "
-                "~2 m), full-range (small/far faces), or none "
-                "(the whole image is one face)"
+                description="short-range (faces within ~2 m), full-range (small or distant "
+                "faces), or none (the whole image is one face)"
             ),
         ] = "short",
         fallback: Annotated[
@@ -154,9 +154,8 @@ class PredictQuery:
             int | None,
             Query(
                 ge=1,
-                description="most faces returned per "
-                "image, largest first; default and upper bound "
-                "come from the settings",
+                description="most faces returned per image, largest first; the default and "
+                "the upper bound come from the settings",
             ),
         ] = None,
     ) -> None:
@@ -243,11 +242,11 @@ def _inference_failed(error: Exception) -> ProblemError:
 
 
 def _timed_classify(
-    runtime: Runtime, request: Request, model, images: list[PreparedImage]
+    model: OnnxModel, images: list[PreparedImage], observe: Callable[[float], None]
 ) -> tuple[list[np.ndarray | Exception], float]:
-    histogram = request.app.state.metrics.inference.labels(model.entry.name)
+    """`classify` plus its wall time in milliseconds (the response's inference stage)."""
     t0 = time.perf_counter()
-    results = classify(model, images, histogram.observe)
+    results = classify(model, images, observe)
     return results, (time.perf_counter() - t0) * 1000.0
 
 
@@ -276,13 +275,14 @@ def build_router(settings: Settings) -> APIRouter:
         model = runtime.model(query.model)
         options = query.options(runtime)
         data = await read_upload(file, runtime.settings)
+        metrics = request.app.state.metrics
+        observe = metrics.inference.labels(model.entry.name).observe
 
         def work() -> tuple[PreparedImage, list[np.ndarray | Exception], float]:
             image = prepare_image(data, model.entry.input.spec(), options)
-            results, ms = _timed_classify(runtime, request, model, [image])
+            results, ms = _timed_classify(model, [image], observe)
             return image, results, ms
 
-        metrics = request.app.state.metrics
         try:
             image, results, inference_ms = await runtime.run(work)
             if isinstance(results[0], Exception):
@@ -346,7 +346,8 @@ def build_router(settings: Settings) -> APIRouter:
 
         prepared = await asyncio.gather(*(prepare(f) for f in files))
         images = [p for p in prepared if isinstance(p, PreparedImage)]
-        results, inference_ms = await runtime.run(_timed_classify, runtime, request, model, images)
+        observe = metrics.inference.labels(model.entry.name).observe
+        results, inference_ms = await runtime.run(_timed_classify, model, images, observe)
         by_image = dict(zip(map(id, images), results, strict=True))
 
         out: list[BatchImage | BatchError] = []

@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     max_inference_batch: int = Field(
         256,
         gt=0,
-        description="most faces in one onnxruntime call; requests with more run in chunks of this size",
+        description="most faces in one onnxruntime call; a request with more faces runs in "
+        "chunks of this size",
     )
 
     # HTTP
