@@ -139,11 +139,11 @@ class Runtime:
     def model(self, name: str | None) -> OnnxModel:
         """The model for ?model= (default when None): 404 if unknown, 503 if unusable."""
         catalog = self.catalog
-        if catalog is None or catalog.registry_error and not catalog.states:
-            reason = catalog.registry_error if catalog else "models not loaded"
-            raise ProblemError(503, "model-unavailable", "Model unavailable", f"{reason}")
-        name = name or catalog.default_name
-        state = catalog.states.get(name) if name else None
+        name = name or (catalog.default_name if catalog else None)
+        if catalog is None or name is None:
+            reason = (catalog.registry_error if catalog else None) or "no model is loaded"
+            raise ProblemError(503, "model-unavailable", "Model unavailable", reason)
+        state = catalog.states.get(name)
         if state is None:
             known = ", ".join(sorted(catalog.states)) or "none"
             raise ProblemError(

@@ -513,3 +513,10 @@ def test_unknown_paths_and_methods_are_problems(client):
 def test_image_errors_are_counted_by_type(client):
     post(client, b"")
     assert 'emotion_image_errors_total{type="empty-file"}' in client.get("/metrics").text
+
+
+def test_a_default_model_missing_from_the_registry(make_client, tiny_models_dir):
+    client = make_client(tiny_models_dir, default_model="absent")
+    assert "absent" in assert_problem(client.get("/readyz"), 503, "not-ready")["detail"]
+    assert_problem(post(client, jpeg()), 503, "model-unavailable")
+    assert post(client, jpeg(), model="gray48").status_code == 200
