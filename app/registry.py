@@ -32,8 +32,9 @@ class InputInfo(BaseModel):
     source_size: int | None = Field(default=None, gt=0)
 
     def spec(self) -> InputSpec:
-        return InputSpec(self.height, self.width, self.channels, self.color,
-                         self.normalization, self.source_size)
+        return InputSpec(
+            self.height, self.width, self.channels, self.color, self.normalization, self.source_size
+        )
 
 
 class ModelEntry(BaseModel):

@@ -488,22 +488,6 @@ def test_separate_apps_do_not_share_state(make_client, tmp_path):
     assert a.app.state.metrics.registry is not b.app.state.metrics.registry
 
 
-# --- the shipped default model --------------------------------------------------------------
-
-
-@pytest.mark.skipif(
-    not (REPO / "models" / "registry.json").exists(),
-    reason="no shipped model yet (models/registry.json is absent)",
-)
-def test_the_shipped_default_model_serves(make_client):
-    client = make_client(REPO / "models")
-    assert client.get("/readyz").status_code == 200, client.get("/readyz").text
-    body = post(client, jpeg()).json()
-    (face,) = body["faces"]
-    assert_face(face, 512, 512)
-    assert body["model"]["name"] == client.get("/models").json()["default"]
-
-
 def test_unknown_paths_and_methods_are_problems(client):
     body = assert_problem(client.get("/nope"), 404, "not-found")
     assert "/nope" in body["detail"]

@@ -165,3 +165,20 @@ def test_time_budget_stops_cleanly_and_resume_continues(fer_dir, tmp_path):
     assert state["epochs_done"] == 3
     epochs = [int(r.split(",")[0]) for r in (run / "history.csv").read_text().splitlines()[1:]]
     assert epochs == [0, 1, 2]
+
+
+def test_photo_folders_are_cropped_with_the_services_face_code(tmp_path, assets_dir, monkeypatch):
+    """Ordinary photos in the class folders become aligned 48x48 faces; faceless ones are left out."""
+    from PIL import Image
+
+    from tests import images
+
+    monkeypatch.setenv("EMOTION_ASSETS_DIR", str(assets_dir))
+    for split in ("train", "test"):
+        happy = tmp_path / split / "happy"
+        happy.mkdir(parents=True)
+        Image.fromarray(images.astronaut()).save(happy / "astronaut.jpg")
+        Image.fromarray(images.no_face()).save(happy / "coffee.jpg")
+    data, _ = load_split(tmp_path, "train")
+    assert data.x.shape == (1, 48, 48) and data.y.tolist() == [3]
+    assert 40 < data.x.mean() < 220  # a face, not padding

@@ -1,0 +1,95 @@
+"""The model the service ships: registered as it should be, and served exactly as evaluated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from app.labels import EMOTIONS
+from app.registry import load_registry, sha256_file
+from tests import images
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+
+
+@pytest.fixture(scope="module")
+def default_entry():
+    entry = load_registry(MODELS).default
+    assert entry is not None and entry.default, "the registry must name a default model"
+    return entry
+
+
+def test_default_model_is_real_small_and_documented(default_entry):
+    path = MODELS / default_entry.file
+    assert path.stat().st_size < 25e6
+    assert sha256_file(path) == default_entry.sha256
+    m = default_entry.metrics
+    assert m["split"] == "test" and m["n"] == 3589  # FER2013 PublicTest
+    assert 0.2 < m["accuracy"] <= 1 and 0 < m["macro_f1"] <= 1
+    assert set(m["per_class"]) == set(EMOTIONS)
+    assert default_entry.training["command"].startswith("python -m training train")
+    assert len(default_entry.training["data_fingerprint"]) == 16
+    assert default_entry.training["parity_max_abs_diff"] <= 1e-4
+    reports = REPO / "docs" / "results" / default_entry.name
+    for f in ("confusion_matrix.png", "roc.png", "calibration.png", "learning_curves.png"):
+        assert (reports / f).stat().st_size > 0, f
+    assert json.loads((reports / "metrics.json").read_text())["accuracy"] == m["accuracy"]
+
+
+def test_the_shipped_default_model_serves(make_client, default_entry):
+    client = make_client(MODELS)
+    assert client.get("/readyz").status_code == 200, client.get("/readyz").text
+    r = client.post("/predict", files={"file": ("a.jpg", images.encode(images.astronaut()))})
+    body = r.json()
+    assert body["model"]["name"] == default_entry.name
+    (face,) = body["faces"]
+    assert abs(sum(face["probabilities"].values()) - 1) < 1e-5
+
+
+def face_crops() -> np.ndarray:
+    """48x48 gray faces: the astronaut's face and a few shifted, flipped and darker variants."""
+    gray = cv2.cvtColor(images.astronaut(), cv2.COLOR_RGB2GRAY)
+    crops = []
+    for dx, dy, flip, gain in [
+        (0, 0, False, 1.0),
+        (8, -6, False, 1.0),
+        (0, 0, True, 0.6),
+        (-10, 10, False, 1.2),
+    ]:
+        c = gray[70 + dy : 190 + dy, 165 + dx : 285 + dx]
+        c = cv2.resize(c, (48, 48), interpolation=cv2.INTER_AREA)
+        c = np.clip(c.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+        crops.append(c[:, ::-1] if flip else c)
+    return np.stack(crops)
+
+
+def test_service_gives_the_evaluation_codes_probabilities(make_client, default_entry):
+    """A face sent through /predict?detector=none scores exactly as `training.evaluate` scores it."""
+    pytest.importorskip("tensorflow")
+    from training.evaluate import predict_onnx
+
+    faces = face_crops()
+    expected = predict_onnx(MODELS, default_entry.name, faces)
+    client = make_client(MODELS)
+    files = [("files", (f"face{i}.png", images.encode(f, "PNG"))) for i, f in enumerate(faces)]
+    r = client.post("/predict/batch", params={"detector": "none"}, files=files)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    for i, result in enumerate(results):
+        (face,) = result["faces"]
+        assert face["detected"] is False
+        got = np.array([face["probabilities"][e] for e in EMOTIONS])
+        np.testing.assert_allclose(got, expected[i], atol=1e-5)
+    # A single /predict of one face agrees too.
+    r = client.post(
+        "/predict",
+        params={"detector": "none"},
+        files={"file": ("f.png", images.encode(faces[0], "PNG"))},
+    )
+    got = np.array([r.json()["faces"][0]["probabilities"][e] for e in EMOTIONS])
+    np.testing.assert_allclose(got, expected[0], atol=1e-5)
