@@ -88,7 +88,7 @@ def test_train_48_evaluate_export_and_serve(fer_dir, tmp_path):
     assert config["command"].startswith("python -m training")
     assert len(config["data_fingerprint"]) == 16
 
-    metrics = evaluate_run(run, fer_dir)
+    metrics = evaluate_run(run, fer_dir, tta=True)
     for f in ("metrics.json", "confusion_matrix.png", "roc.png", "calibration.png"):
         assert (run / f).stat().st_size > 0, f
     assert set(metrics["per_class"]) == {
@@ -124,6 +124,22 @@ def test_train_48_evaluate_export_and_serve(fer_dir, tmp_path):
     assert sess.get_inputs()[0].shape[1:] == [48, 48, 1]
     out = sess.run(None, {sess.get_inputs()[0].name: np.zeros((3, 48, 48, 1), np.float32)})[0]
     assert out.shape == (3, 7) and np.allclose(out.sum(1), 1, atol=1e-5)
+    assert entry.training["mirror_tta"] is True
+    # Mirror TTA is in the graph: a face and its mirror image score the same.
+    face = np.random.default_rng(0).uniform(0, 1, (1, 48, 48, 1)).astype(np.float32)
+    a, b = (sess.run(None, {"input": f})[0] for f in (face, face[:, :, ::-1].copy()))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+    from training.quantize import quantize_registered
+
+    q = quantize_registered(
+        models_dir, "tiny", "tiny-int8", fer_dir, max_drop=1.0, reports_dir=tmp_path / "reports"
+    )
+    assert (models_dir / "tiny-int8.onnx").stat().st_size < (
+        models_dir / "tiny.onnx"
+    ).stat().st_size / 2
+    assert load_registry(models_dir).default.name == "tiny"  # not made default unless asked
+    assert q.metrics["n"] == 28 and "quantized_from" in q.training  # 4 test faces per class
 
 
 def test_train_224_transfer_model_one_epoch(fer_dir, tmp_path):

