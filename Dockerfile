@@ -1,11 +1,12 @@
 # syntax=docker/dockerfile:1
 #
 # Emotion-recognition API image. Three stages:
-#   deps    - a virtualenv with the serving dependencies of pyproject.toml only (no extras:
-#             no TensorFlow); the project itself is not installed, so training/ never enters.
+#   deps    - a virtualenv with the pinned serving stack of docker/requirements-serve.txt only
+#             (no TensorFlow, headless OpenCV); the project itself is not installed, so
+#             training/ never enters.
 #   assets  - the MediaPipe face-detector files, fetched and sha256-verified by the same
 #             `python -m app.assets` the setup step runs.
-#   runtime - slim Python, the native libraries OpenCV and MediaPipe link against, the
+#   runtime - slim Python, the native libraries MediaPipe links against (EGL/GLES only), the
 #             virtualenv, app/, models/ and the detector files; runs as an unprivileged user
 #             and writes nowhere but /tmp, so it runs with a read-only root filesystem.
 #
@@ -19,11 +20,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build
-COPY pyproject.toml ./
-# [project].dependencies, read straight from pyproject.toml, is the whole serving stack.
+COPY docker/requirements-serve.txt ./
+# The whole serving stack, pinned (its pins agree with pyproject.toml). mediapipe goes in
+# last with --no-deps: it requires the GUI OpenCV build (Qt, needing libGL and Mesa) and
+# sounddevice, which face detection does not use; the file has the headless OpenCV instead.
 RUN python -m venv /opt/venv \
- && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
- && /opt/venv/bin/python -m pip install --no-cache-dir -r requirements.txt
+ && grep -v '^mediapipe==' requirements-serve.txt > requirements-deps.txt \
+ && /opt/venv/bin/python -m pip install --no-cache-dir -r requirements-deps.txt \
+ && /opt/venv/bin/python -m pip install --no-cache-dir --no-deps \
+      "$(grep '^mediapipe==' requirements-serve.txt)"
 
 FROM deps AS assets
 # Only the modules app.assets imports, so editing the service does not re-download the wheel.
@@ -33,21 +38,23 @@ RUN EMOTION_ASSETS_DIR=/opt/emotion/assets /opt/venv/bin/python -m app.assets \
 
 FROM ${PYTHON_IMAGE} AS runtime
 
-# Native libraries of the wheels (checked with ldd): OpenCV's bundled Qt needs libGL.so.1
-# (libgl1), libglib-2.0/libgthread-2.0 (libglib2.0-0); libmediapipe.so needs libEGL.so.1
-# (libegl1) and libGLESv2.so.2 (libgles2). No GPU is used: inference runs on the CPU.
+# Native libraries of the wheels (checked with ldd): libmediapipe.so needs libEGL.so.1
+# (libegl1) and libGLESv2.so.2 (libgles2); every other library the wheels link against is
+# bundled in them or part of the base image (glibc, libstdc++, zlib). Headless OpenCV needs
+# no libGL or GLib. No GPU is used: inference runs on the CPU, and Mesa's EGL is never
+# initialized.
 # Versions come from the pinned Debian release of the base image; pin the base image by
 # digest for byte-for-byte reproducible builds.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 libegl1 libgles2 \
+ && apt-get install -y --no-install-recommends libegl1 libgles2 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 emotion \
  && useradd --system --uid 10001 --gid emotion --home-dir /tmp --no-create-home \
       --shell /usr/sbin/nologin emotion
 
 # Everything that would write at run time points into /tmp (a tmpfs under a read-only root):
-# matplotlib (imported by mediapipe) keeps its font cache in MPLCONFIGDIR.
+# matplotlib (imported by `import mediapipe`) writes its font cache to MPLCONFIGDIR.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -1,18 +1,18 @@
 """What the container image can import, reproduced inside this (bigger) virtualenv.
 
-The image installs only `[project].dependencies` of pyproject.toml and copies `app/`; the
-development virtualenv also holds TensorFlow, onnx, scikit-image, pytest and the `training`
-package. `serving_distributions()` resolves the serving dependency closure from the installed
-metadata, and `import_guard_dir()` writes a `sitecustomize.py` that makes every other
-top-level package unimportable, so a subprocess started with that folder on PYTHONPATH sees
-what the image would: an accidental import of a training-only package fails there as it
-would in the container.
+The image installs exactly the pinned distributions of docker/requirements-serve.txt and
+copies `app/`; the development virtualenv also holds TensorFlow, onnx, scikit-image, pytest,
+the `training` package, and mediapipe's full dependency set (the GUI OpenCV build,
+sounddevice). `serving_distributions()` reads the image's distributions from that file, and
+`import_guard_dir()` writes a `sitecustomize.py` that makes every other top-level package
+unimportable, so a subprocess started with that folder on PYTHONPATH sees what the image
+would: an accidental import of a package the image lacks fails there as it would in the
+container.
 """
 
 from __future__ import annotations
 
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -21,36 +21,30 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "emotion-service"
+IMAGE_REQUIREMENTS = ROOT / "docker" / "requirements-serve.txt"
 # Importable from the image's working directory besides the installed packages.
 IMAGE_SOURCES = {"app"}
+# Distributions of the development virtualenv that stand in for one of the image's: the same
+# modules, built differently. pyproject.toml (and so this virtualenv) has mediapipe's GUI
+# OpenCV; the image has the headless build of the same contrib package.
+STAND_INS = {"opencv-contrib-python": "opencv-contrib-python-headless"}
+
+
+def image_requirements() -> list[Requirement]:
+    """The pinned requirements of docker/requirements-serve.txt, in file order."""
+    lines = (line.split("#", 1)[0].strip() for line in IMAGE_REQUIREMENTS.read_text().splitlines())
+    return [Requirement(line) for line in lines if line]
 
 
 def serving_distributions() -> set[str]:
-    """Canonical names of the distributions `pip install <[project].dependencies>` installs."""
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    seen: set[str] = set()
-    todo = [Requirement(d) for d in deps]
-    while todo:
-        req = todo.pop()
-        name = canonicalize_name(req.name)
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            dist = metadata.distribution(req.name)
-        except metadata.PackageNotFoundError:
-            continue
-        for spec in dist.requires or []:
-            sub = Requirement(spec)
-            extras = req.extras or {""}
-            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in extras):
-                todo.append(sub)
-    return seen
+    """Canonical names of the distributions the image's virtualenv holds."""
+    return {canonicalize_name(req.name) for req in image_requirements()}
 
 
 def blocked_modules() -> set[str]:
     """Top-level modules of this virtualenv that the image does not have."""
     serving = serving_distributions()
+    serving |= {dev for dev, image in STAND_INS.items() if image in serving}
     blocked = set()
     for module, dists in metadata.packages_distributions().items():
         names = {canonicalize_name(d) for d in dists}

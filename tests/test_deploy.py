@@ -18,15 +18,23 @@ import stat
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from pydantic_core import PydanticUndefined
 
 from app.settings import Settings
-from tests.serving_env import import_guard_dir, serving_distributions
+from tests.serving_env import (
+    image_requirements,
+    import_guard_dir,
+    serving_distributions,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -47,6 +55,20 @@ ENTRYPOINT_VARS = {
 }
 # Packages of the `train` extra that must never reach the serving image.
 TRAINING_ONLY = {"tensorflow", "keras", "tf2onnx", "scikit-learn", "onnx"}
+# Every OpenCV distribution on PyPI ships the same cv2/ package: two would overwrite each other.
+OPENCV_DISTRIBUTIONS = {
+    "opencv-python",
+    "opencv-python-headless",
+    "opencv-contrib-python",
+    "opencv-contrib-python-headless",
+}
+# What mediapipe declares but the image leaves out on purpose (docker/requirements-serve.txt):
+# the GUI OpenCV (the headless build replaces it) and sounddevice (audio capture).
+MEDIAPIPE_LEFT_OUT = {"opencv-contrib-python", "sounddevice"}
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def env_name(field: str) -> str:
@@ -127,8 +149,12 @@ def test_dockerfile_stages_and_runtime_shape():
     assert runtime[-1][0] == "ENTRYPOINT"
 
     runs = " ".join(a for k, a in runtime if k == "RUN")
-    for package in ("libgl1", "libglib2.0-0", "libegl1", "libgles2"):
+    # libmediapipe.so links libEGL.so.1 and libGLESv2.so.2; headless OpenCV needs neither
+    # libGL (libgl1, which would pull in Mesa's DRI drivers and LLVM) nor GLib.
+    for package in ("libegl1", "libgles2"):
         assert re.search(rf"\s{re.escape(package)}(\s|$)", runs), package
+    for package in ("libgl1", "libglib2.0-0", "libgl1-mesa-dri"):
+        assert not re.search(rf"\s{re.escape(package)}(\s|$)", runs), package
     assert "--no-install-recommends" in runs and "rm -rf /var/lib/apt/lists/*" in runs
     # The runtime stage installs nothing with pip: the virtualenv comes from the deps stage.
     assert "pip" not in runs
@@ -142,11 +168,11 @@ def test_dockerfile_stages_and_runtime_shape():
 
 def test_dockerfile_never_ships_training_code_or_extras():
     text = "\n".join(f"{k} {a}" for k, a in dockerfile_instructions())  # comments dropped
-    # The project itself is never pip-installed (its packages include training*); only the
-    # dependency list of pyproject.toml is.
+    # The project itself is never pip-installed (its packages include training*), nor is
+    # pyproject.toml read: only docker/requirements-serve.txt is installed.
     assert not re.search(r"pip\s+install[^\n]*\s(\.|-e)(\s|$|\[)", text)
     assert "[train" not in text and "tensorflow" not in text.lower()
-    assert "['project']['dependencies']" in text
+    assert "pyproject.toml" not in text
     for keyword, args in dockerfile_instructions():
         if keyword in ("COPY", "ADD"):
             sources, _ = copy_sources(args)
@@ -154,11 +180,101 @@ def test_dockerfile_never_ships_training_code_or_extras():
             assert "." not in sources and "./" not in sources, f"copies the whole context: {args}"
 
 
-def test_serving_dependency_closure_has_no_training_packages():
-    """What `pip install -r <[project].dependencies>` pulls in, resolved from this venv."""
+def test_deps_stage_installs_the_image_requirements_with_mediapipe_last_without_deps():
+    """Two pip commands: the pinned file without mediapipe (resolved), then mediapipe alone
+    with --no-deps, so its GUI OpenCV and sounddevice never enter the virtualenv."""
+    deps = stages()["deps"]
+    copied = [copy_sources(a)[0] for k, a in deps if k == "COPY"]
+    assert copied == [["docker/requirements-serve.txt"]], copied
+    (run,) = [a for k, a in deps if k == "RUN"]
+    commands = [c.strip() for c in run.split("&&")]
+    installs = [c for c in commands if re.search(r"\bpip install\b", c)]
+    assert len(installs) == 2, installs
+    resolved, no_deps = installs
+    assert "--no-deps" not in resolved and "-r requirements-deps.txt" in resolved
+    assert "grep -v '^mediapipe==' requirements-serve.txt > requirements-deps.txt" in commands
+    assert "--no-deps" in no_deps and "$(grep '^mediapipe==' requirements-serve.txt)" in no_deps
+    pins = {canonicalize_name(r.name): r for r in image_requirements()}
+    assert str(pins["mediapipe"].specifier).startswith("=="), pins["mediapipe"]
+
+
+def test_image_requirements_are_pinned_and_serving_only():
+    requirements = image_requirements()
+    names = [canonicalize_name(r.name) for r in requirements]
+    assert len(names) == len(set(names)), "a distribution is listed twice"
+    for req in requirements:
+        (spec,) = req.specifier
+        assert spec.operator == "==" and req.marker is None, f"not an exact pin: {req}"
     serving = serving_distributions()
-    assert {"onnxruntime", "mediapipe", "fastapi", "uvicorn", "opencv-contrib-python"} <= serving
+    assert {"onnxruntime", "mediapipe", "fastapi", "uvicorn", "matplotlib"} <= serving
+    assert serving & OPENCV_DISTRIBUTIONS == {"opencv-contrib-python-headless"}
+    assert "sounddevice" not in serving
+    train = pyproject()["project"]["optional-dependencies"]["train"]
+    train_names = {canonicalize_name(Requirement(r).name) for r in train}
+    assert train_names >= TRAINING_ONLY
     assert not serving & TRAINING_ONLY, sorted(serving & TRAINING_ONLY)
+    assert not any(n.startswith(("tensorflow", "tensorboard", "keras", "tf-")) for n in serving)
+
+
+def test_image_pins_agree_with_pyproject():
+    """Every distribution listed both in pyproject.toml (dependencies or an extra) and in the
+    image's requirements has the same pin (or, where pyproject.toml only gives a range, a pin
+    inside it) and the same extras, so the two never drift."""
+    project = pyproject()["project"]
+    listed = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        listed += extra
+    image = {canonicalize_name(r.name): r for r in image_requirements()}
+    compared = set()
+    for line in listed:
+        req = Requirement(line)
+        name = canonicalize_name(req.name)
+        if name in image:
+            if any(spec.operator == "==" for spec in req.specifier):
+                assert req.specifier == image[name].specifier, (str(req), str(image[name]))
+            else:
+                (pin,) = image[name].specifier
+                assert req.specifier.contains(pin.version), (str(req), str(image[name]))
+            assert req.extras == image[name].extras, (str(req), str(image[name]))
+            compared.add(name)
+    # Every serving dependency of pyproject.toml is in the image, except the GUI OpenCV
+    # that the headless build replaces.
+    direct = {canonicalize_name(Requirement(d).name) for d in project["dependencies"]}
+    assert direct - compared == {"opencv-contrib-python"}, sorted(direct - compared)
+    assert {"matplotlib", "protobuf"} <= compared  # pinned by the train extra too
+
+
+def test_image_requirements_are_complete():
+    """Each pinned distribution's own requirements (as this virtualenv's copy declares them,
+    for those installed here at the pinned version) are pinned too and satisfied by the pin,
+    so the image's resolve step installs nothing unlisted; mediapipe's are checked the same
+    way except for what the image leaves out on purpose."""
+    image = {canonicalize_name(r.name): r for r in image_requirements()}
+    pinned = {n: next(iter(r.specifier)).version for n, r in image.items()}
+    checked = 0
+    for name, req in image.items():
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if dist.version != pinned[name]:
+            continue
+        checked += 1
+        for spec in dist.requires or []:
+            sub = Requirement(spec)
+            extras = req.extras or {""}
+            if sub.marker is not None and not any(
+                sub.marker.evaluate({"extra": e}) for e in extras
+            ):
+                continue
+            sub_name = canonicalize_name(sub.name)
+            if name == "mediapipe" and sub_name in MEDIAPIPE_LEFT_OUT:
+                continue
+            assert sub_name in pinned, f"{name} requires {sub}, which is not pinned"
+            assert sub.specifier.contains(pinned[sub_name], prereleases=True), (
+                f"{name} requires {sub}, but {sub_name}=={pinned[sub_name]} is pinned"
+            )
+    assert checked >= len(image) // 2, "too few of the pinned versions are installed here"
 
 
 def test_service_imports_with_only_the_image_packages(tmp_path):
@@ -174,7 +290,7 @@ def test_service_imports_with_only_the_image_packages(tmp_path):
         timeout=120,
     )
     assert ok.returncode == 0, ok.stderr[-3000:]
-    for module in ("tensorflow", "training", "onnx"):
+    for module in ("tensorflow", "training", "onnx", "sounddevice"):
         blocked = subprocess.run(
             [sys.executable, "-c", f"import {module}"],
             cwd=ROOT,
@@ -263,6 +379,8 @@ def dockerignored(path: str) -> bool:
         "app/__pycache__/main.cpython-311.pyc",
         "docs/deployment.md",
         "emotion_service.egg-info/PKG-INFO",
+        "pyproject.toml",
+        "docker/nginx.conf",
     ],
 )
 def test_dockerignore_keeps_out(path):
@@ -270,7 +388,12 @@ def test_dockerignore_keeps_out(path):
 
 
 def test_dockerignore_keeps_every_copied_source_in():
-    for path in ("pyproject.toml", "app/main.py", "models/registry.json", "models/emonet.onnx"):
+    for path in (
+        "docker/requirements-serve.txt",
+        "app/main.py",
+        "models/registry.json",
+        "models/emonet.onnx",
+    ):
         assert not dockerignored(path), path
     for keyword, args in dockerfile_instructions():
         if keyword != "COPY":
