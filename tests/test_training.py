@@ -141,6 +141,14 @@ def test_train_48_evaluate_export_and_serve(fer_dir, tmp_path):
     assert load_registry(models_dir).default.name == "tiny"  # not made default unless asked
     assert q.metrics["n"] == 28 and "quantized_from" in q.training  # 4 test faces per class
 
+    # The service's model catalog loads both exports (hash, shapes, labels) and serves them.
+    from app.inference import ModelCatalog
+    from app.settings import Settings
+
+    catalog = ModelCatalog(Settings(models_dir=models_dir, inference_threads=1))
+    assert catalog.problems() == [] and catalog.default_name == "tiny"
+    assert set(catalog.states) == {"tiny", "tiny-int8"}
+
 
 def test_train_224_transfer_model_one_epoch(fer_dir, tmp_path):
     run = tmp_path / "run224"
