@@ -311,8 +311,14 @@ def build_router(settings: Settings) -> APIRouter:
     )
     async def predict_batch(
         request: Request,
-        files: Annotated[list[UploadFile], File(description="1 to max_batch_files images")],
         query: Annotated[PredictQuery, Depends()],
+        # A default rather than Annotated: the bound comes from `settings`, a local name that
+        # the (string) annotation could not resolve. Documented only: no file is a 422
+        # (missing field), too many a 413 below.
+        files: list[UploadFile] = File(  # noqa: B008
+            description=f"1 to {settings.max_batch_files} images (max_batch_files)",
+            json_schema_extra={"minItems": 1, "maxItems": settings.max_batch_files},
+        ),
     ) -> BatchResponse:
         t0 = time.perf_counter()
         runtime = runtime_of(request)
