@@ -126,9 +126,14 @@ def _unreadable(e: Exception) -> ImageError:
 
 
 def _oriented(im: Image.Image) -> Image.Image:
-    """Apply the EXIF Orientation tag; a broken EXIF block leaves the image as stored."""
+    """Apply the EXIF Orientation tag; a broken EXIF block leaves the image as stored.
+
+    In place: otherwise Pillow returns a full copy even when there is nothing to turn (one
+    more image-sized buffer per upload: 160 MB at the 40-megapixel limit).
+    """
     try:
-        return ImageOps.exif_transpose(im) or im
+        ImageOps.exif_transpose(im, in_place=True)
+        return im
     except Exception as e:
         log.debug("ignoring unreadable EXIF orientation: %s", e)
         return im
@@ -143,6 +148,8 @@ def to_rgb(im: Image.Image) -> np.ndarray:
             arr = np.repeat(wide_gray_to_uint8(np.asarray(im), im.mode)[..., None], 3, axis=2)
         elif im.mode in _ALPHA_MODES or "transparency" in im.info:
             arr = on_white(np.asarray(im.convert("RGBA")))
+        elif im.mode == "L":  # numpy, not Pillow's 4-byte-per-pixel RGB plus a copy of it
+            arr = np.repeat(np.asarray(im)[..., None], 3, axis=2)
         else:
             arr = np.asarray(im.convert("RGB"))
     except ValueError as e:

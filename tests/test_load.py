@@ -7,6 +7,9 @@ deterministic on a busy machine; `tests/benchmarks/load_test.py` measures the re
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -153,3 +156,51 @@ def test_alpha_compositing_memory_is_bounded() -> None:
     rgba = np.random.default_rng(0).integers(0, 256, (2000, 4000, 4), np.uint8)
     peak = _peak_bytes(lambda: on_white(rgba))
     assert peak < 3 * 8_000_000 + 40 * CHUNK_PIXELS, f"{peak / 1e6:.0f} MB"
+
+
+PEAK_SCRIPT = """
+import io, sys
+import numpy as np
+from PIL import Image
+from app.decode import decode_image
+mode, fmt, side = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if mode == "F":
+    im = Image.fromarray(np.full((side, side), 300.0, np.float32))
+else:
+    im = Image.new(mode, (side, side))
+buf = io.BytesIO()
+im.save(buf, fmt)
+data = buf.getvalue()
+del im, buf
+
+def kib(key):
+    line = next(x for x in open("/proc/self/status") if x.startswith(key))
+    return int(line.split()[1])
+
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
+before = kib("VmRSS")
+out = decode_image(data, 100_000_000)
+print((kib("VmHWM") - before) * 1024 / out.nbytes)
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "most"),
+    [("RGB", "JPEG", 4.0), ("L", "PNG", 3.0), ("F", "TIFF", 5.0), ("LA", "PNG", 6.5)],
+)
+def test_decoding_peak_memory_stays_near_the_output_size(mode: str, fmt: str, most: float):
+    """Peak RSS growth of one decode, in multiples of the RGB array it returns. Before the
+    fixes: 4.7x (RGB), 4.0x (L), 15x (float), 9.5x (LA); the float and LA figures made a
+    2 GB replica fall over on two crafted uploads of a few hundred kB at 40 Mpx."""
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, mode, fmt, "3000"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    ratio = float(result.stdout.split()[-1])
+    assert ratio < most, f"peak {ratio:.1f}x the output"
