@@ -312,7 +312,7 @@ def test_sigterm_lets_the_batch_in_flight_finish_then_exits_0(
 def test_a_request_past_the_graceful_timeout_cannot_hold_up_shutdown(
     tmp_path: Path, assets_dir: Path
 ) -> None:
-    proc, url, log = start_server(tmp_path, assets_dir, 10_000, "--timeout-graceful-shutdown", "1")
+    proc, url, log = start_server(tmp_path, assets_dir, 25_000, "--timeout-graceful-shutdown", "1")
     try:
         response, exit_seconds = send_batch_then_sigterm(proc, url, n_files=32)
     finally:
@@ -320,7 +320,8 @@ def test_a_request_past_the_graceful_timeout_cannot_hold_up_shutdown(
             proc.kill()
     assert proc.returncode == 0, log.read_text()
     assert "timeout graceful shutdown exceeded" in log.read_text()
-    # Cancelled after 1 s; only the model call already running on a worker thread (a few
-    # seconds) is waited for, by the lifespan's pool shutdown.
-    assert exit_seconds < 20, exit_seconds
+    # Cancelled after 1 s. The model call already running on a worker thread (several
+    # seconds, so that even a fast machine is still in it at 1 s) is waited for by the
+    # lifespan's pool shutdown: the models are released only once no thread uses them.
+    assert exit_seconds < 40, exit_seconds
     assert isinstance(response, Exception) or response.status_code != 200
