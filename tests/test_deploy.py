@@ -13,7 +13,6 @@ import http.server
 import os
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from packaging.utils import canonicalize_name
 from pydantic_core import PydanticUndefined
 
 from app.settings import Settings
+from tests.servers import free_port
 from tests.serving_env import (
     image_requirements,
     import_guard_dir,
@@ -481,12 +481,6 @@ def test_entrypoint_documents_every_variable_it_reads():
     assert used & SETTING_ENV == {"EMOTION_HOST", "EMOTION_PORT", "EMOTION_LOG_LEVEL"}
     header = text.split("set -eu")[0]
     assert all(var in header for var in used)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ model that emits NaN for one batch item) is not repeated here.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,11 +23,9 @@ from fastapi.testclient import TestClient
 from onnx import TensorProto, helper, numpy_helper
 
 from app.registry import sha256_file
-from tests import images
-from tests.test_server import free_port
+from tests import images, servers
 from tests.tiny_models import GRAY48, add_model, entry_for, write_registry
 
-REPO = Path(__file__).resolve().parents[1]
 PHOTO = images.encode(images.astronaut(), "JPEG")
 SMALL = images.encode(images.astronaut()[::8, ::8], "PNG")
 
@@ -223,8 +219,7 @@ def start_server(
     models.mkdir()
     sha = slow_model(models / "slow.onnx", trips)
     write_registry(models, [entry_for("slow", "slow.onnx", sha, GRAY48, default=True)])
-    port = free_port()
-    env = os.environ | {
+    env = {
         "EMOTION_MODELS_DIR": str(models),
         "EMOTION_ASSETS_DIR": str(assets_dir),
         "EMOTION_WORKER_THREADS": "2",
@@ -232,25 +227,8 @@ def start_server(
         "EMOTION_LOG_LEVEL": "info",
     }
     log = tmp_path / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port), *args],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url, log
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "not ready in 90 s:\n" + log.read_text()
-        time.sleep(0.2)
+    proc, url = servers.start_server(["app", *args], env, log)
+    return proc, url, log
 
 
 def send_batch_then_sigterm(

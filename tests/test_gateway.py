@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import httpx
 import pytest
 
 from tests.images import astronaut, encode
+from tests.servers import free_port
 from tests.serving_env import import_guard_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,12 +51,6 @@ pytestmark = pytest.mark.skipif(
 
 
 # --- processes -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check, deadline: float, what: str, proc: subprocess.Popen, log: Path) -> None:

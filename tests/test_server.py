@@ -2,74 +2,29 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests import images
+from tests.servers import running_server
 from tests.tiny_models import tiny_registry
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
 def server(tmp_path, assets_dir):
     models = tmp_path / "models"
     tiny_registry(models)
-    port = free_port()
-    env = os.environ | {
+    env = {
         "EMOTION_MODELS_DIR": str(models),
         "EMOTION_ASSETS_DIR": str(assets_dir),
         "EMOTION_WORKER_THREADS": "2",
         "EMOTION_INFERENCE_THREADS": "1",
     }
     log = tmp_path / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 90 s:\n" + log.read_text()
-            time.sleep(0.3)
+    with running_server(["uvicorn", "app.main:app", "--no-access-log"], env, log) as (_, url):
         yield url, log
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_real_http_round_trip(server):

@@ -14,43 +14,32 @@ Run it on an otherwise idle machine; anything else using the CPU inflates the nu
 from __future__ import annotations
 
 import argparse
-import io
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import cv2
 import httpx
 import numpy as np
-from PIL import Image
-from skimage import data
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # run as a script: make `tests` importable
+
+from tests import images  # noqa: E402
+from tests.servers import running_server  # noqa: E402
 
 
 def photo_640x480() -> bytes:
-    rgb = cv2.resize(data.astronaut()[64:448, 0:512], (640, 480), interpolation=cv2.INTER_LINEAR)
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return images.encode(images.astronaut_640x480(), "JPEG", quality=90)
 
 
 def models_dir_for(requested: Path, tmp: Path) -> tuple[Path, str]:
     if (requested / "registry.json").exists():
         return requested, f"{requested} (registry)"
-    sys.path.insert(0, str(REPO))
     from tests.tiny_models import tiny_registry
 
     tiny_registry(tmp)
@@ -58,51 +47,14 @@ def models_dir_for(requested: Path, tmp: Path) -> tuple[Path, str]:
 
 
 @contextmanager
-def local_server(models_dir: Path, threads: int):
-    port = free_port()
-    env = os.environ | {
-        "EMOTION_MODELS_DIR": str(models_dir.resolve()),
-        "EMOTION_LOG_LEVEL": "warning",
-    }
+def local_server(models_dir: Path, threads: int) -> Iterator[str]:
+    """uvicorn serving `models_dir` on a free loopback port; yields its URL once ready."""
+    env = {"EMOTION_MODELS_DIR": str(models_dir.resolve()), "EMOTION_LOG_LEVEL": "warning"}
     if threads:
         env |= {"EMOTION_WORKER_THREADS": str(threads), "EMOTION_INFERENCE_THREADS": str(threads)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit("the server exited during start-up")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the server was not ready within 120 s")
-            time.sleep(0.3)
+    args = ["uvicorn", "app.main:app", "--no-access-log", "--log-level", "warning"]
+    with running_server(args, env, ready_within_s=120) as (_, url):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -35,14 +35,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import ipaddress
 import json
 import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,28 +53,18 @@ from urllib.parse import urlsplit
 import cv2
 import httpx
 import numpy as np
-from PIL import Image
-from skimage import data
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # run as a script: make `tests` importable
+
+from tests import images  # noqa: E402
+from tests.servers import running_server  # noqa: E402
+
 BATCH_NAMES = ("0-photo.jpg", "1-group.jpg", "2-garbage.bin", "3-photo.jpg")
 
 
-def _jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _group() -> np.ndarray:
-    """640x360 with three copies of the astronaut's face at decreasing sizes."""
-    face = np.ascontiguousarray(data.astronaut()[20:260, 110:350])
-    canvas = np.full((360, 640, 3), 200, np.uint8)
-    for x, y, side in [(0, 40, 280), (290, 60, 200), (500, 100, 140)]:
-        canvas[y : y + side, x : x + side] = cv2.resize(
-            face, (side, side), interpolation=cv2.INTER_AREA
-        )
-    return canvas
+def _jpeg(rgb: np.ndarray) -> bytes:
+    return images.encode(rgb, "JPEG", quality=90)
 
 
 @dataclass(frozen=True)
@@ -91,13 +78,13 @@ class Payloads:
 
     @classmethod
     def build(cls) -> Payloads:
-        astro = cv2.resize(data.astronaut()[64:448, 0:512], (640, 480))
+        astro = images.astronaut_640x480()
         photo = _jpeg(astro)
         rng = np.random.default_rng(0)
         return cls(
             photo=photo,
             large=_jpeg(cv2.resize(astro, (3000, 2000), interpolation=cv2.INTER_CUBIC)),
-            group=_jpeg(_group()),
+            group=_jpeg(images.group()),
             garbage=rng.integers(0, 256, 20_000, np.uint8).tobytes(),
             truncated=photo[: len(photo) // 2],
             too_large=rng.integers(0, 256, 10_500_000, np.uint8).tobytes(),
@@ -252,47 +239,15 @@ async def run_level(
     return level
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def local_server(models_dir: Path, log_path: Path) -> Iterator[tuple[str, int]]:
     """`python -m app` on a free loopback port; yields (url, pid) once /readyz is 200."""
-    port = free_port()
-    env = os.environ | {"EMOTION_MODELS_DIR": str(models_dir.resolve())}
-    env.setdefault("EMOTION_LOG_LEVEL", "warning")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"server not ready in 180 s:\n{log_path.read_text()}")
-            time.sleep(0.3)
+    env = {
+        "EMOTION_MODELS_DIR": str(models_dir.resolve()),
+        "EMOTION_LOG_LEVEL": os.environ.get("EMOTION_LOG_LEVEL", "warning"),
+    }
+    with running_server(["app"], env, log_path, ready_within_s=180) as (proc, url):
         yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def loopback_only(url: str) -> str:
