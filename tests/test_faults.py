@@ -17,14 +17,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import onnx
 import pytest
 from fastapi.testclient import TestClient
-from onnx import TensorProto, helper, numpy_helper
 
-from app.registry import sha256_file
 from tests import images, servers
-from tests.tiny_models import GRAY48, add_model, entry_for, write_registry
+from tests.tiny_models import GRAY48, add_model, entry_for, write_registry, write_slow_model
 
 PHOTO = images.encode(images.astronaut(), "JPEG")
 SMALL = images.encode(images.astronaut()[::8, ::8], "PNG")
@@ -164,60 +161,13 @@ def test_a_transient_inference_failure_costs_no_result(fresh: TestClient) -> Non
 # --- graceful shutdown of a real server -------------------------------------------------------
 
 
-def slow_model(path: Path, trips: int) -> str:
-    """A 48x48x1 model whose cost grows with the batch: a Loop of `trips` 256x256 MatMuls per
-    row block (about 0.1 s per 32 faces per 1000 trips on a busy core). Returns its sha256."""
-    w = np.random.default_rng(0).normal(0, 1 / 16, (256, 256)).astype(np.float32)
-    value = helper.make_tensor_value_info
-    body = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["h_in", "W"], ["m"]),
-            helper.make_node("Tanh", ["m"], ["h_out"]),
-            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-        ],
-        "body",
-        [
-            value("i", TensorProto.INT64, []),
-            value("cond_in", TensorProto.BOOL, []),
-            value("h_in", TensorProto.FLOAT, None),
-        ],
-        [value("cond_out", TensorProto.BOOL, []), value("h_out", TensorProto.FLOAT, None)],
-    )
-    inits = [
-        numpy_helper.from_array(np.array([-1, 256], np.int64), "rows"),
-        numpy_helper.from_array(np.array([-1, 2304], np.int64), "flat"),
-        numpy_helper.from_array(w, "W"),
-        numpy_helper.from_array(np.array(trips, np.int64), "trips"),
-        numpy_helper.from_array(np.array(True), "yes"),
-        numpy_helper.from_array(np.zeros((2304, 7), np.float32), "head"),
-    ]
-    nodes = [
-        helper.make_node("Reshape", ["input", "rows"], ["h0"]),
-        helper.make_node("Loop", ["trips", "yes", "h0"], ["h"], body=body),
-        helper.make_node("Reshape", ["h", "flat"], ["f"]),
-        helper.make_node("MatMul", ["f", "head"], ["z"]),
-        helper.make_node("Softmax", ["z"], ["output"], axis=-1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "slow",
-        [value("input", TensorProto.FLOAT, ["N", 48, 48, 1])],
-        [value("output", TensorProto.FLOAT, ["N", 7])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return sha256_file(path)
-
-
 def start_server(
     tmp_path: Path, assets_dir: Path, trips: int, *args: str
 ) -> tuple[subprocess.Popen, str, Path]:
     """`python -m app` serving one slow model; returns once /readyz is 200."""
     models = tmp_path / "models"
     models.mkdir()
-    sha = slow_model(models / "slow.onnx", trips)
+    sha = write_slow_model(models / "slow.onnx", trips)
     write_registry(models, [entry_for("slow", "slow.onnx", sha, GRAY48, default=True)])
     env = {
         "EMOTION_MODELS_DIR": str(models),

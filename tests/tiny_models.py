@@ -2,7 +2,8 @@
 
 Each model average-pools its NHWC input over a coarse grid, multiplies by fixed random
 weights and ends in a softmax, so its output depends on the face it is given while the whole
-graph stays a few kilobytes. Tests run them with the real onnxruntime.
+graph stays a few kilobytes. Tests run them with the real onnxruntime. One deliberately slow
+model (`write_slow_model`) keeps a request in flight for the shutdown tests.
 """
 
 from __future__ import annotations
@@ -100,6 +101,53 @@ def build_model(spec: TinySpec) -> onnx.ModelProto:
 def write_model(path: Path, spec: TinySpec) -> str:
     """Write the model and return its sha256."""
     onnx.save(build_model(spec), str(path))
+    return sha256_file(path)
+
+
+def write_slow_model(path: Path, trips: int) -> str:
+    """A 48x48x1 model whose cost grows with the batch: a Loop of `trips` 256x256 MatMuls per
+    row block (about 0.1 s per 32 faces per 1000 trips on a busy core). Returns its sha256."""
+    w = np.random.default_rng(0).normal(0, 1 / 16, (256, 256)).astype(np.float32)
+    value = helper.make_tensor_value_info
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["h_in", "W"], ["m"]),
+            helper.make_node("Tanh", ["m"], ["h_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [
+            value("i", TensorProto.INT64, []),
+            value("cond_in", TensorProto.BOOL, []),
+            value("h_in", TensorProto.FLOAT, None),
+        ],
+        [value("cond_out", TensorProto.BOOL, []), value("h_out", TensorProto.FLOAT, None)],
+    )
+    inits = [
+        numpy_helper.from_array(np.array([-1, 256], np.int64), "rows"),
+        numpy_helper.from_array(np.array([-1, 2304], np.int64), "flat"),
+        numpy_helper.from_array(w, "W"),
+        numpy_helper.from_array(np.array(trips, np.int64), "trips"),
+        numpy_helper.from_array(np.array(True), "yes"),
+        numpy_helper.from_array(np.zeros((2304, 7), np.float32), "head"),
+    ]
+    nodes = [
+        helper.make_node("Reshape", ["input", "rows"], ["h0"]),
+        helper.make_node("Loop", ["trips", "yes", "h0"], ["h"], body=body),
+        helper.make_node("Reshape", ["h", "flat"], ["f"]),
+        helper.make_node("MatMul", ["f", "head"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["output"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [value("input", TensorProto.FLOAT, ["N", 48, 48, 1])],
+        [value("output", TensorProto.FLOAT, ["N", 7])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
     return sha256_file(path)
 
 
