@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -18,6 +20,22 @@ def encode(rgb: np.ndarray | Image.Image, fmt: str = "JPEG", **options) -> bytes
     buf = io.BytesIO()
     im.save(buf, fmt, **options)
     return buf.getvalue()
+
+
+def png_header(width: int, height: int, depth: int = 8, color: int = 2) -> bytes:
+    """A PNG that declares any size (and bit depth, colour type) but holds almost no pixel data."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def astronaut() -> np.ndarray:

@@ -9,10 +9,8 @@ service against its own OpenAPI schema.
 
 from __future__ import annotations
 
-import io
 import struct
 import tempfile
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -83,36 +81,30 @@ def assert_usable_or_4xx(result: np.ndarray | ImageError) -> None:
 # --- sample files: every format, multi-frame, 16-bit, CMYK ----------------------------------
 
 
-def _encode(im: Image.Image, fmt: str, **options: Any) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **options)
-    return buf.getvalue()
-
-
 def _samples() -> dict[str, bytes]:
     rgb = Image.fromarray(np.ascontiguousarray(images.astronaut()[::8, ::8]))  # 64x64
     frames = [rgb.rotate(90), rgb.rotate(180)]
     gray16 = Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257)
     return {
-        "jpeg": _encode(rgb, "JPEG"),
-        "jpeg-progressive": _encode(rgb, "JPEG", progressive=True),
-        "png": _encode(rgb, "PNG"),
-        "webp": _encode(rgb, "WEBP"),
-        "bmp": _encode(rgb, "BMP"),
-        "tiff": _encode(rgb, "TIFF"),
-        "tiff-lzw": _encode(rgb, "TIFF", compression="tiff_lzw"),
-        "gif": _encode(rgb, "GIF"),
-        "gif-animated": _encode(rgb, "GIF", save_all=True, append_images=frames),
-        "webp-animated": _encode(rgb, "WEBP", save_all=True, append_images=frames),
-        "tiff-multipage": _encode(rgb, "TIFF", save_all=True, append_images=frames),
-        "png-animated": _encode(rgb, "PNG", save_all=True, append_images=frames),
-        "png-16bit-gray": _encode(gray16, "PNG"),
-        "tiff-16bit-gray": _encode(gray16, "TIFF"),
-        "tiff-float": _encode(Image.fromarray(np.asarray(gray16, np.float32)), "TIFF"),
-        "jpeg-cmyk": _encode(rgb.convert("CMYK"), "JPEG"),
-        "tiff-cmyk": _encode(rgb.convert("CMYK"), "TIFF"),
-        "png-rgba": _encode(rgb.convert("RGBA"), "PNG"),
-        "png-palette": _encode(rgb.convert("P"), "PNG"),
+        "jpeg": images.encode(rgb, "JPEG"),
+        "jpeg-progressive": images.encode(rgb, "JPEG", progressive=True),
+        "png": images.encode(rgb, "PNG"),
+        "webp": images.encode(rgb, "WEBP"),
+        "bmp": images.encode(rgb, "BMP"),
+        "tiff": images.encode(rgb, "TIFF"),
+        "tiff-lzw": images.encode(rgb, "TIFF", compression="tiff_lzw"),
+        "gif": images.encode(rgb, "GIF"),
+        "gif-animated": images.encode(rgb, "GIF", save_all=True, append_images=frames),
+        "webp-animated": images.encode(rgb, "WEBP", save_all=True, append_images=frames),
+        "tiff-multipage": images.encode(rgb, "TIFF", save_all=True, append_images=frames),
+        "png-animated": images.encode(rgb, "PNG", save_all=True, append_images=frames),
+        "png-16bit-gray": images.encode(gray16, "PNG"),
+        "tiff-16bit-gray": images.encode(gray16, "TIFF"),
+        "tiff-float": images.encode(Image.fromarray(np.asarray(gray16, np.float32)), "TIFF"),
+        "jpeg-cmyk": images.encode(rgb.convert("CMYK"), "JPEG"),
+        "tiff-cmyk": images.encode(rgb.convert("CMYK"), "TIFF"),
+        "png-rgba": images.encode(rgb.convert("RGBA"), "PNG"),
+        "png-palette": images.encode(rgb.convert("P"), "PNG"),
     }
 
 
@@ -170,22 +162,6 @@ def test_corrupted_bytes(name: str, flips: list[tuple[float, int]]) -> None:
 # --- crafted headers: decompression bombs and zero sizes ------------------------------------
 
 
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    body = kind + payload
-    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
-
-
-def png_header(w: int, h: int, depth: int = 8, color: int = 2) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", w, h, depth, color, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
-    )
-
-
 def gif_header(w: int, h: int) -> bytes:
     """Logical screen and first frame both w x h, one tiny LZW block."""
     screen = struct.pack("<HHBBB", w, h, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
@@ -220,7 +196,7 @@ def webp_lossless_header(w: int, h: int) -> bytes:
 
 def jpeg_header(w: int, h: int) -> bytes:
     """A real 8x8 JPEG whose SOF0 marker is rewritten to declare w x h."""
-    data = _encode(Image.new("L", (8, 8)), "JPEG")
+    data = images.encode(Image.new("L", (8, 8)), "JPEG")
     sof = data.index(b"\xff\xc0")
     return data[: sof + 5] + struct.pack(">HH", h, w) + data[sof + 9 :]
 
@@ -232,7 +208,7 @@ def bmp_header(w: int, h: int) -> bytes:
 
 BOMBS: dict[str, tuple[Callable[[int, int], bytes], int]] = {
     # format -> (header builder, largest side the header can declare)
-    "png": (png_header, 2**31 - 1),
+    "png": (images.png_header, 2**31 - 1),
     "gif": (gif_header, 2**16 - 1),
     "tiff": (tiff_header, 2**32 - 1),
     "webp": (webp_header, 2**24),
@@ -289,7 +265,7 @@ def exif_orientation(kind: int, payload: bytes, count: int = 1) -> bytes:
 
 def jpeg_with_exif(exif: bytes) -> bytes:
     im = Image.fromarray(np.ascontiguousarray(images.astronaut()[:48:2, :64:2]))  # 32x24
-    return _encode(im, "JPEG", exif=exif)
+    return images.encode(im, "JPEG", exif=exif)
 
 
 ODD_ORIENTATIONS = {
