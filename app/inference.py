@@ -96,6 +96,7 @@ class OnnxModel:
         self, entry: ModelEntry, models_dir: Path, threads: int = 1, max_batch: int = 256
     ) -> None:
         self.entry = entry
+        self.spec = entry.input.spec()  # how faces are prepared for this model
         self.path = Path(models_dir) / entry.file
         self.max_batch = max_batch
         self.calls = 0
@@ -145,10 +146,9 @@ class OnnxModel:
 
     def _warm_up(self) -> None:
         """Run one mid-gray face so the first request does not pay for allocation."""
-        spec = self.entry.input.spec()
-        face = np.full((spec.height, spec.width, 3), 128, dtype=np.uint8)
+        face = np.full((self.spec.height, self.spec.width, 3), 128, dtype=np.uint8)
         try:
-            self.predict(prepare_batch([face], spec))
+            self.predict(prepare_batch([face], self.spec))
         except Exception as e:
             raise ModelLoadError(f"warm-up inference failed: {e}") from e
         self.calls = 0

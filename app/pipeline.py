@@ -21,6 +21,7 @@ from app.align import align_crop
 from app.decode import decode_image
 from app.faces import Face, FaceDetector, whole_image_face
 from app.inference import OnnxModel
+from app.labels import EMOTIONS
 from app.preprocess import InputSpec, prepare_batch
 
 Fallback = Literal["none", "whole"]
@@ -93,12 +94,18 @@ def classify(
     An image whose faces make the model fail gets the exception in its slot instead.
     """
     counts = [len(im.batch) for im in images]
-    results: list[np.ndarray | Exception] = [np.zeros((0, 7), dtype=np.float64) for _ in images]
+    results: list[np.ndarray | Exception] = [
+        np.zeros((0, len(EMOTIONS)), dtype=np.float64) for _ in images
+    ]
     todo = [i for i, n in enumerate(counts) if n]
     if not todo:
         return results
+    if len(todo) == 1:  # every /predict: the image's own batch, not a copy of it
+        batch = images[todo[0]].batch
+    else:
+        batch = np.concatenate([images[i].batch for i in todo])
     try:
-        probs = model.predict(np.concatenate([images[i].batch for i in todo]), observe)
+        probs = model.predict(batch, observe)
     except Exception as e:
         if len(todo) == 1:
             results[todo[0]] = e

@@ -201,9 +201,9 @@ async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
 
 
 def face_outputs(image: PreparedImage, probs: np.ndarray) -> list[FaceOut]:
+    """One entry per face; `probs` rows are already calibrated and sum to 1 (`OnnxModel`)."""
     out = []
     for face, p in zip(image.faces, probs, strict=True):
-        p = p / p.sum()
         b = face.box
         out.append(
             FaceOut(
@@ -279,7 +279,7 @@ def build_router(settings: Settings) -> APIRouter:
         observe = metrics.inference.labels(model.entry.name).observe
 
         def work() -> tuple[PreparedImage, list[np.ndarray | Exception], float]:
-            image = prepare_image(data, model.entry.input.spec(), options)
+            image = prepare_image(data, model.spec, options)
             results, ms = _timed_classify(model, [image], observe)
             return image, results, ms
 
@@ -332,13 +332,12 @@ def build_router(settings: Settings) -> APIRouter:
             )
         model = runtime.model(query.model)
         options = query.options(runtime)
-        spec = model.entry.input.spec()
         metrics = request.app.state.metrics
 
         async def prepare(upload: UploadFile) -> PreparedImage | ProblemError:
             try:
                 data = await read_upload(upload, settings)
-                return await runtime.run(prepare_image, data, spec, options)
+                return await runtime.run(prepare_image, data, model.spec, options)
             except ProblemError as e:
                 return e
             except Exception:

@@ -113,7 +113,7 @@ class Runtime:
         crop = align_crop(decoded, face)
         for state in self.catalog.states.values() if self.catalog else []:
             if state.model is not None:
-                prepare_batch([crop], state.entry.input.spec())
+                prepare_batch([crop], state.model.spec)
 
     def problems(self) -> list[str]:
         """Why the service is not ready; empty when everything loaded."""
