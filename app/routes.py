@@ -26,7 +26,7 @@ from starlette.types import Message, Receive
 from app.inference import OnnxModel
 from app.labels import EMOTIONS
 from app.pipeline import Fallback, Options, PreparedImage, classify, prepare_image
-from app.problems import PROBLEM_MEDIA_TYPE, ProblemError, problem_body
+from app.problems import PROBLEM_MEDIA_TYPE, ProblemError, problem_body, request_id_of
 from app.runtime import DetectorChoice, Runtime
 from app.schemas import (
     BatchError,
@@ -228,8 +228,7 @@ def batch_image(filename: str | None, image: PreparedImage, probs: np.ndarray) -
 
 
 def batch_error(filename: str | None, error: ProblemError) -> BatchError:
-    body = problem_body(error.status, error.slug, error.title, error.detail)
-    return BatchError(filename=filename, error=ItemProblem(**body))
+    return BatchError(filename=filename, error=ItemProblem(**error.body()))
 
 
 def _inference_failed(error: Exception) -> ProblemError:
@@ -238,6 +237,15 @@ def _inference_failed(error: Exception) -> ProblemError:
         "inference-failed",
         "Inference failed",
         f"the model could not classify this image's faces: {error}",
+    )
+
+
+def log_item_failure(request: Request, upload: UploadFile) -> None:
+    """Log the exception being handled for one file of a batch; the others carry on."""
+    log.exception(
+        "processing %s failed (request %s)",
+        upload.filename,
+        request_id_of(request),
     )
 
 
@@ -422,7 +430,7 @@ def build_router(settings: Settings) -> APIRouter:
                 "not-ready",
                 "Not ready",
                 "; ".join(reasons),
-                getattr(request.state, "request_id", None),
+                request_id_of(request),
                 request.url.path,
             )
             body["reasons"] = reasons
@@ -437,11 +445,3 @@ def build_router(settings: Settings) -> APIRouter:
 
     router.include_router(predict_router)
     return router
-
-
-def log_item_failure(request: Request, upload: UploadFile) -> None:
-    log.exception(
-        "processing %s failed (request %s)",
-        upload.filename,
-        getattr(request.state, "request_id", None),
-    )
