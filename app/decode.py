@@ -36,10 +36,6 @@ class ImageError(ProblemError):
     """An upload that cannot be used as an image; `status` and `slug` say how to answer."""
 
 
-def _fail(status: int, slug: str, title: str, detail: str) -> ImageError:
-    return ImageError(status, slug, title, detail)
-
-
 def ensure_pillow_limit(max_pixels: int) -> None:
     """Keep Pillow's bomb guard at or above our own pixel limit (it is process-wide)."""
     current = Image.MAX_IMAGE_PIXELS
@@ -50,13 +46,13 @@ def ensure_pillow_limit(max_pixels: int) -> None:
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """Decode the first frame of an image upload to RGB uint8, EXIF orientation applied."""
     if not data:
-        raise _fail(400, "empty-file", "Empty file", "the uploaded file is empty")
+        raise ImageError(400, "empty-file", "Empty file", "the uploaded file is empty")
     try:
         im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise _bomb(max_pixels) from e
     except UnidentifiedImageError as e:
-        raise _fail(
+        raise ImageError(
             400,
             "not-an-image",
             "Not an image",
@@ -68,7 +64,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise _unreadable(e) from e
     with im:
         if im.format not in SUPPORTED_FORMATS:
-            raise _fail(
+            raise ImageError(
                 415,
                 "unsupported-format",
                 "Unsupported image format",
@@ -76,7 +72,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             )
         width, height = im.size
         if width <= 0 or height <= 0:
-            raise _fail(400, "empty-image", "Empty image", f"the image is {width}x{height} pixels")
+            raise ImageError(
+                400, "empty-image", "Empty image", f"the image is {width}x{height} pixels"
+            )
         if width * height > max_pixels:
             raise _too_large(
                 f"the image is {width}x{height} = {width * height:,} pixels; "
@@ -87,7 +85,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
 
 
 def _too_large(detail: str) -> ImageError:
-    return _fail(413, "image-too-large", "Image too large", detail)
+    return ImageError(413, "image-too-large", "Image too large", detail)
 
 
 def _bomb(max_pixels: int) -> ImageError:
@@ -111,13 +109,13 @@ def _load_first_frame(im: Image.Image, max_pixels: int) -> None:
 def _unreadable(e: Exception) -> ImageError:
     """A decoding failure: truncated data (Pillow says so in the message) or corrupt data."""
     if "truncated" in str(e).lower():
-        return _fail(
+        return ImageError(
             400,
             "truncated-image",
             "Truncated image",
             "the image data ends early; the upload is incomplete or cut off",
         )
-    return _fail(
+    return ImageError(
         400,
         "corrupt-image",
         "Corrupt image",
@@ -133,10 +131,9 @@ def _oriented(im: Image.Image) -> Image.Image:
     """
     try:
         ImageOps.exif_transpose(im, in_place=True)
-        return im
     except Exception as e:
         log.debug("ignoring unreadable EXIF orientation: %s", e)
-        return im
+    return im
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:
@@ -153,7 +150,7 @@ def to_rgb(im: Image.Image) -> np.ndarray:
         else:
             arr = np.asarray(im.convert("RGB"))
     except ValueError as e:
-        raise _fail(
+        raise ImageError(
             415,
             "unsupported-color-mode",
             "Unsupported colour mode",
