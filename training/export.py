@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from app.registry import InputInfo, ModelEntry, sha256_file, upsert
 from training import architectures
 from training.data import load_split
 from training.graph import load_float32, serving_model
+from training.metrics import HEADLINE_KEYS
 
 OPSET = 17
 PARITY_TOL = 1e-4
@@ -103,34 +105,13 @@ def export_run(
         file=onnx_path.name,
         sha256=sha256_file(onnx_path),
         labels=list(EMOTIONS),
-        input=InputInfo(
-            height=spec.height,
-            width=spec.width,
-            channels=spec.channels,
-            color=spec.color,
-            normalization=spec.normalization,
-            source_size=spec.source_size,
-        ),
+        input=InputInfo(**asdict(spec)),
         output="probabilities",
         temperature=temperature,
         temperature_in_graph=True,
         default=default,
         description=arch.description,
-        metrics={
-            k: metrics[k]
-            for k in (
-                "split",
-                "n",
-                "accuracy",
-                "macro_f1",
-                "weighted_f1",
-                "per_class",
-                "roc_auc",
-                "ece_before",
-                "ece_after",
-            )
-            if k in metrics
-        }
+        metrics={k: metrics[k] for k in (*HEADLINE_KEYS, "ece_before", "ece_after") if k in metrics}
         | {"dataset": "FER2013 test/ (PublicTest, 3,589 faces)"},
         training={
             "architecture": arch.name,

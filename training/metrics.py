@@ -10,6 +10,8 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score, roc_curve
 
 ECE_BINS = 15
+HEADLINE_KEYS = ("split", "n", "accuracy", "macro_f1", "weighted_f1", "per_class", "roc_auc")
+"""The evaluation numbers a registry entry carries (export and quantize add their ECE keys)."""
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from app.preprocess import prepare_batch
 from app.registry import load_registry, sha256_file, upsert
 from training.data import load_split
 from training.evaluate import predict_onnx_file, write_evaluation
+from training.metrics import HEADLINE_KEYS
 
 CALIBRATION_FACES = 1024
 
@@ -108,19 +109,7 @@ def quantize_registered(
             "sha256": sha256_file(out),
             "default": default,
             "description": f"{src.description}; int8 (static QDQ, per-channel) quantization of {source}",
-            "metrics": {
-                k: metrics[k]
-                for k in (
-                    "split",
-                    "n",
-                    "accuracy",
-                    "macro_f1",
-                    "weighted_f1",
-                    "per_class",
-                    "roc_auc",
-                    "ece_before",
-                )
-            }
+            "metrics": {k: metrics[k] for k in (*HEADLINE_KEYS, "ece_before")}
             | {"dataset": src.metrics.get("dataset"), "ece": metrics["ece_before"]},
             "training": src.training
             | {
