@@ -12,6 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _save(fig: plt.Figure, out: Path) -> None:
+    """Write the picture and free it: pyplot keeps every open figure alive otherwise."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def plot_learning_curves(history_csv: Path, out: Path) -> None:
     """Train vs validation loss and accuracy per epoch, as the study shows them."""
     with open(history_csv) as f:
@@ -30,9 +37,7 @@ def plot_learning_curves(history_csv: Path, out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"Learning curves ({history_csv.parent.name})")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def plot_confusion(cm: np.ndarray, labels: list[str], out: Path, title: str) -> None:
@@ -63,9 +68,7 @@ def plot_confusion(cm: np.ndarray, labels: list[str], out: Path, title: str) -> 
                 )
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def plot_roc(
@@ -81,9 +84,7 @@ def plot_roc(
     ax.set_title(title)
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
 
 
 def plot_reliability(
@@ -102,6 +103,4 @@ def plot_reliability(
     ax.set_title(title)
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
