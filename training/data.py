@@ -13,11 +13,15 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from app.labels import EMOTIONS
+
+if TYPE_CHECKING:
+    from app.faces import FaceDetector
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 FACE_SIZE = 48
@@ -75,37 +79,41 @@ def fingerprint(files: list[tuple[Path, int]]) -> str:
 
 
 class _PhotoCropper:
-    """Finds and aligns the largest face in a photo with the service's own code."""
+    """Finds and aligns the largest face in a photo with the service's own code.
+
+    The detector is loaded for the first photo only: folders of ready crops never need it.
+    """
 
     def __init__(self) -> None:
-        from app.assets import detector_model_path
-        from app.faces import FaceDetector
-
-        self._detector = FaceDetector(detector_model_path("full"))
+        self._detector: FaceDetector | None = None
 
     def crop(self, rgb: np.ndarray) -> np.ndarray | None:
         from app.align import align_crop
 
+        if self._detector is None:
+            from app.assets import detector_model_path
+            from app.faces import FaceDetector
+
+            self._detector = FaceDetector(detector_model_path("full"))
         faces = self._detector.detect(rgb)
         if not faces:
             return None
-        face = max(faces, key=lambda f: f.box.width * f.box.height)
+        face = max(faces, key=lambda f: f.box.area)
         return align_crop(rgb, face, FACE_SIZE)
 
     def close(self) -> None:
-        self._detector.close()
+        if self._detector is not None:
+            self._detector.close()
 
 
-def _load_face(path: Path, cropper_box: list) -> np.ndarray | None:
+def _load_face(path: Path, cropper: _PhotoCropper) -> np.ndarray | None:
     with Image.open(path) as im:
         im.seek(0)
         if im.size == (FACE_SIZE, FACE_SIZE):
             return np.asarray(im.convert("L"), dtype=np.uint8)
-        if not cropper_box:
-            cropper_box.append(_PhotoCropper())
         from app.preprocess import to_gray
 
-        crop = cropper_box[0].crop(np.asarray(im.convert("RGB")))
+        crop = cropper.crop(np.asarray(im.convert("RGB")))
     return None if crop is None else to_gray(crop)
 
 
@@ -123,16 +131,18 @@ def load_split(
     if cached.exists():
         with np.load(cached) as z:
             return Split(z["x"], z["y"]), fp
-    xs, ys, cropper_box, skipped = [], [], [], 0
-    for path, label in files:
-        face = _load_face(path, cropper_box)
-        if face is None:
-            skipped += 1
-            continue
-        xs.append(face)
-        ys.append(label)
-    for c in cropper_box:
-        c.close()
+    xs, ys, skipped = [], [], 0
+    cropper = _PhotoCropper()
+    try:
+        for path, label in files:
+            face = _load_face(path, cropper)
+            if face is None:
+                skipped += 1
+                continue
+            xs.append(face)
+            ys.append(label)
+    finally:
+        cropper.close()
     if skipped:
         print(f"{split}: no face found in {skipped} of {len(files)} images; they are left out")
     data = Split(np.stack(xs).astype(np.uint8), np.asarray(ys, dtype=np.int64))
