@@ -76,8 +76,8 @@ def to_probabilities(raw: np.ndarray, entry: ModelEntry) -> np.ndarray:
     return p
 
 
-def _input_size_matches(shape: list, entry: ModelEntry) -> str | None:
-    """None if an ONNX input shape fits the entry, else the reason it does not."""
+def _input_shape_mismatch(shape: list, entry: ModelEntry) -> str | None:
+    """Why an ONNX input shape does not fit the entry, or None when it does."""
     want = [entry.input.height, entry.input.width, entry.input.channels]
     if len(shape) != 4:
         return f"input has rank {len(shape)}, expected 4 (NHWC)"
@@ -133,7 +133,7 @@ class OnnxModel:
             raise ModelLoadError(f"model has {len(inputs)} inputs, expected 1")
         if inputs[0].type != "tensor(float)":
             raise ModelLoadError(f"input type is {inputs[0].type}, expected tensor(float)")
-        if reason := _input_size_matches(list(inputs[0].shape), self.entry):
+        if reason := _input_shape_mismatch(list(inputs[0].shape), self.entry):
             raise ModelLoadError(reason)
         out_shape = list(outputs[0].shape)
         width = out_shape[-1] if out_shape else None
