@@ -25,6 +25,8 @@ from app.labels import EMOTIONS
 from app.preprocess import InputSpec, prepare_batch
 
 Fallback = Literal["none", "whole"]
+STAGES = ("decode", "detect", "align", "preprocess")
+"""The stages `prepare_image` times, in order: the keys of `PreparedImage.timing`."""
 
 log = logging.getLogger("emotion.pipeline")
 
@@ -41,7 +43,8 @@ class Options:
 
 @dataclass
 class PreparedImage:
-    """One image after everything but the model: its size, faces and their input tensor."""
+    """One image after everything but the model: its size, faces, their input tensor, and
+    the milliseconds each of `STAGES` took."""
 
     width: int
     height: int

@@ -25,7 +25,7 @@ from starlette.types import Message, Receive
 
 from app.inference import OnnxModel
 from app.labels import EMOTIONS
-from app.pipeline import Fallback, Options, PreparedImage, classify, prepare_image
+from app.pipeline import STAGES, Fallback, Options, PreparedImage, classify, prepare_image
 from app.problems import PROBLEM_MEDIA_TYPE, ProblemError, problem_body, request_id_of
 from app.runtime import DetectorChoice, Runtime
 from app.schemas import (
@@ -364,7 +364,7 @@ def build_router(settings: Settings) -> APIRouter:
         by_image = dict(zip(map(id, images), results, strict=True))
 
         out: list[BatchImage | BatchError] = []
-        timing = {"decode": 0.0, "detect": 0.0, "align": 0.0, "preprocess": 0.0}
+        timing = dict.fromkeys(STAGES, 0.0)
         for upload, item in zip(files, prepared, strict=True):
             if isinstance(item, PreparedImage):
                 result = by_image[id(item)]
