@@ -20,7 +20,6 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = "emotion-service"
 IMAGE_REQUIREMENTS = ROOT / "docker" / "requirements-serve.txt"
 # Importable from the image's working directory besides the installed packages.
 IMAGE_SOURCES = {"app"}

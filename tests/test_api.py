@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from tests import images
 from tests.tiny_models import GRAY48, TinySpec, add_model, tiny_registry, write_registry
 
 PROBLEM = "application/problem+json"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def jpeg(rgb: np.ndarray | None = None) -> bytes:

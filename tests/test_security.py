@@ -179,12 +179,13 @@ def test_upload_file_names_are_only_echoed(client: TestClient, tmp_path: Path) -
     "file", ["../gray48.onnx", "/etc/passwd", "sub/gray48.onnx", "./gray48.onnx", "..", ".", ""]
 )
 def test_the_registry_refuses_a_file_that_is_a_path(file: str) -> None:
-    entry = add_model_entry()
+    entry = bare_entry()
     with pytest.raises(ValidationError, match="bare file name"):
         ModelEntry(**(entry.model_dump() | {"file": file}))
 
 
-def add_model_entry() -> ModelEntry:
+def bare_entry() -> ModelEntry:
+    """A valid registry entry with no model file behind it: only its fields are checked."""
     return ModelEntry(
         name="m",
         version="1",
