@@ -73,11 +73,12 @@ def problem_response(request: Request, error: ProblemError) -> JSONResponse:
     )
 
 
-def _slug_for(status: int) -> str:
+def _phrase(status: int) -> str | None:
+    """The standard reason phrase ("Not Found"), None for a non-standard status."""
     try:
-        return HTTPStatus(status).phrase.lower().replace(" ", "-")
+        return HTTPStatus(status).phrase
     except ValueError:
-        return "http-error"
+        return None
 
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
@@ -88,9 +89,10 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
-    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    phrase = _phrase(status)
+    title = phrase or "Error"
     detail = str(exc.detail) if exc.detail and exc.detail != title else ""
-    slug = _slug_for(status)
+    slug = phrase.lower().replace(" ", "-") if phrase else "http-error"
     if status == 413:
         detail = detail or "the request body is too large"
         slug, title = "request-too-large", "Request too large"
