@@ -3,7 +3,7 @@
 No Docker engine is needed: the Dockerfile is linted with hadolint and checked against the
 repository (what it copies, which stage installs what), the entry point and the healthcheck
 script run for real, docker-compose.yml is parsed and cross-checked with app.settings, and
-docs/deployment.md must document every setting with its actual default.
+README.md (its deployment section) must document every setting with its actual default.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ from tests.serving_env import (
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
-DOCS = ROOT / "docs" / "deployment.md"
+DOCS = ROOT / "README.md"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
 NGINX_CONF = ROOT / "docker" / "nginx.conf"
 
 # Variables the entry point reads besides the EMOTION_* settings (documented in its header
-# and in docs/deployment.md).
+# and in README.md).
 ENTRYPOINT_VARS = {
     "WEB_CONCURRENCY",
     "FORWARDED_ALLOW_IPS",
@@ -377,7 +377,7 @@ def dockerignored(path: str) -> bool:
         "training/fit.py",
         ".git/HEAD",
         "app/__pycache__/main.cpython-311.pyc",
-        "docs/deployment.md",
+        "docs/service.md",
         "emotion_service.egg-info/PKG-INFO",
         "pyproject.toml",
         "docker/nginx.conf",
@@ -624,7 +624,7 @@ def nginx_body_cap(location: str) -> int:
 
 def test_gateway_body_limits_match_app_limits():
     """/predict's cap passes any body the app accepts and nothing much bigger; a batch's is
-    deliberately tighter than the app's (docs/deployment.md explains why)."""
+    deliberately tighter than the app's (README.md explains why)."""
     from app.routes import MULTIPART_OVERHEAD
 
     fields = Settings.model_fields
@@ -649,11 +649,11 @@ def test_compose_config_with_docker_cli():
     assert result.returncode == 0, result.stderr
 
 
-# --- docs/deployment.md ----------------------------------------------------------------
+# --- README.md, deployment section ----------------------------------------------------------------
 
 
 def documented_default(name: str) -> str:
-    """How docs/deployment.md spells the default of one setting."""
+    """How README.md spells the default of one setting."""
     field = Settings.model_fields[name]
     if field.default_factory is not None:
         return "CPUs available"
