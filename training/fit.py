@@ -2,7 +2,8 @@
 
 The run folder holds `config.json` (the exact command and data fingerprint),
 `history.csv`, `learning_curves.png`, `best.keras` (lowest validation loss),
-`last.keras` + `state.json` (for `--resume`) and `split.npz` (the validation indices).
+and `last.keras` + `state.json` (for `--resume`). The validation split is not stored: it is
+re-derived from the seed and fraction in `config.json`, as `evaluate` does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from training import architectures
 from training.data import class_weights, load_split, stratified_split
@@ -226,6 +226,5 @@ def train(opts: TrainOptions) -> Path:
             callbacks=callbacks,
             verbose=2,
         )
-    np.savez(run / "split.npz", val_y=val_split.y)
     print(f"done: best checkpoint {run / 'best.keras'}")
     return run
