@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app.metrics import Metrics
-from app.middleware import ApiKeyCheck, RequestContext
+from app.middleware import ApiKeyCheck, RequestContext, RootPath
 from app.problems import install_handlers
 from app.routes import build_router
 from app.runtime import Runtime
@@ -65,7 +65,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        root_path=settings.root_path,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
@@ -77,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContext, metrics=app.state.metrics, trust_forwarded_for=settings.trust_forwarded_for
     )
+    if settings.root_path:
+        app.add_middleware(RootPath, root_path=settings.root_path)  # outermost
     return app
 
 

@@ -162,3 +162,20 @@ class ApiKeyCheck:
                 )
                 return
         await self.app(scope, receive, send)
+
+
+class RootPath:
+    """Mount the app under a gateway's path prefix, as `uvicorn --root-path` would.
+
+    The prefix is a service setting (`EMOTION_ROOT_PATH`), so it travels with the app rather
+    than with each server command line; `/docs` and the OpenAPI `servers` entry follow it.
+    """
+
+    def __init__(self, app: ASGIApp, root_path: str) -> None:
+        self.app = app
+        self.root_path = root_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope = {**scope, "root_path": self.root_path}
+        await self.app(scope, receive, send)
