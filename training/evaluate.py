@@ -61,9 +61,10 @@ def write_evaluation(
                 y_val, apply_temperature(probs_val, temperature)
             )[0],
         }
-    calibrated = apply_temperature(probs_test, temperature)
     metrics["temperature"] = temperature
     metrics["ece_before"] = metrics.pop("ece")
+    # Without validation data no temperature is fitted: "after" is the model as it is.
+    calibrated = apply_temperature(probs_test, temperature) if temperature != 1.0 else probs_test
     metrics["ece_after"] = expected_calibration_error(y_test, calibrated)[0]
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
@@ -77,8 +78,11 @@ def write_evaluation(
     plot_roc(
         roc_curves(y_test, probs_test, LABELS), out / "roc.png", f"{title}: one-vs-rest ROC (test)"
     )
+    series = [("before temperature" if temperature != 1.0 else "model output", probs_test)]
+    if temperature != 1.0:
+        series.append((f"temperature {temperature:.2f}", calibrated))
     bins = []
-    for name, p in (("uncalibrated", probs_test), (f"temperature {temperature:.2f}", calibrated)):
+    for name, p in series:
         ece, conf, acc, count = expected_calibration_error(y_test, p)
         bins.append((conf, acc, count, ece, name))
     plot_reliability(bins, out / "calibration.png", f"{title}: reliability on test")

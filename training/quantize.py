@@ -117,7 +117,6 @@ def quantize_registered(
         probs,
         extra={"model": name, "test_data_fingerprint": test_fp, "runtime": "onnxruntime int8"},
     )
-    metrics.pop("temperature")  # the source's temperature is already inside the graph
     for f in ("learning_curves.png", "history.csv", "config.json"):
         src_report = Path(reports_dir) / source / f
         if src_report.exists():
@@ -129,8 +128,9 @@ def quantize_registered(
             "sha256": sha256_file(out),
             "default": default,
             "description": f"{src.description}; int8 (static QDQ, per-channel) quantization of {source}",
-            "metrics": {k: metrics[k] for k in (*HEADLINE_KEYS, "ece_before")}
-            | {"dataset": src.metrics.get("dataset"), "ece": metrics["ece_before"]},
+            # No temperature is refitted: the source's is already inside the graph.
+            "metrics": {k: metrics[k] for k in (*HEADLINE_KEYS, "ece_before", "ece_after")}
+            | {"dataset": src.metrics.get("dataset")},
             "training": src.training
             | {
                 "quantized_from": f"{source} {src.version} ({src.sha256[:12]})",
