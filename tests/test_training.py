@@ -18,7 +18,7 @@ from training.cli import parse_duration  # noqa: E402
 from training.data import class_weights, load_split, stratified_split  # noqa: E402
 from training.evaluate import evaluate_run  # noqa: E402
 from training.export import export_run  # noqa: E402
-from training.fit import TrainOptions, train  # noqa: E402
+from training.fit import TrainOptions, recorded_split_seed, split_train, train  # noqa: E402
 from training.summary import parameter_counts  # noqa: E402
 
 STUDY_COUNTS = {  # (total, trainable) from the study
@@ -69,6 +69,18 @@ def test_stratified_split_and_class_weights(fer_dir):
     w = class_weights(np.array([0] * 90 + [1] * 10), power=1.0)
     assert w[1] / w[0] == pytest.approx(9.0)
     assert class_weights(np.array([0] * 90 + [1] * 10), power=0.0)[1] == pytest.approx(1.0)
+
+
+def test_split_seed_fixes_validation_faces_independently_of_the_training_seed(fer_dir):
+    _, val_a, fp = split_train(fer_dir, None, 7, 0.25)
+    _, val_b, _ = split_train(fer_dir, None, 7, 0.25)
+    _, val_c, _ = split_train(fer_dir, None, 8, 0.25)
+    assert np.array_equal(val_a.x, val_b.x) and len(fp) == 16
+    assert not np.array_equal(val_a.x, val_c.x)
+    # Runs record both seeds; older runs recorded only `seed`, which then set the split.
+    assert recorded_split_seed({"seed": 1, "split_seed": 7}) == 7
+    assert recorded_split_seed({"seed": 1, "split_seed": None}) == 1
+    assert recorded_split_seed({"seed": 1}) == 1
 
 
 def test_parse_duration():

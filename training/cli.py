@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="imagenet, a local weights file, or none (transfer models only)",
     )
     t.add_argument("--seed", type=int, default=42)
+    t.add_argument(
+        "--split-seed",
+        type=int,
+        help="seed of the validation split (default: --seed); give ensemble members the same one",
+    )
     t.add_argument("--limit-per-class", type=int)
     t.add_argument("--resume", action="store_true")
     t.add_argument("--no-class-weights", action="store_true")
@@ -123,6 +128,7 @@ def run_command(args: argparse.Namespace) -> None:
                 time_budget_s=args.time_budget,
                 weights=args.weights,
                 seed=args.seed,
+                split_seed=args.split_seed,
                 limit_per_class=args.limit_per_class,
                 resume=args.resume,
                 class_weights=not args.no_class_weights,

@@ -15,8 +15,8 @@ import numpy as np
 from app.labels import EMOTIONS
 from app.preprocess import InputSpec
 from training import architectures
-from training.data import Split, load_split, stratified_split
-from training.fit import VAL_FRACTION
+from training.data import Split, load_split
+from training.fit import VAL_FRACTION, recorded_split_seed, split_train
 from training.metrics import (
     apply_temperature,
     confusion,
@@ -119,8 +119,12 @@ def evaluate_run(
     model = serving_model(load_float32(run, arch), tta=tta)
 
     test, test_fp = load_split(data, "test", limit_per_class)
-    full, _ = load_split(data, "train", opts.get("limit_per_class"), opts["seed"])
-    _, val = stratified_split(full, config.get("val_fraction", VAL_FRACTION), opts["seed"])
+    _, val, _ = split_train(
+        data,
+        opts.get("limit_per_class"),
+        recorded_split_seed(opts),
+        config.get("val_fraction", VAL_FRACTION),
+    )
     probs_test = predict_keras(model, test, arch.input)
     probs_val = predict_keras(model, val, arch.input)
     return write_evaluation(

@@ -19,11 +19,31 @@ from pathlib import Path
 import keras
 
 from training import architectures
-from training.data import class_weights, load_split, stratified_split
+from training.data import Split, class_weights, load_split, stratified_split
 from training.pipeline import make_dataset
 from training.plots import plot_learning_curves
 
 VAL_FRACTION = 0.1
+
+
+def split_train(
+    data: str | Path, limit_per_class: int | None, split_seed: int, val_fraction: float
+) -> tuple[Split, Split, str]:
+    """Training and validation halves of `data/train`, and the data fingerprint.
+
+    Evaluation calls this with the run's recorded seed to get the same validation faces;
+    ensemble members share one `split_seed` so none of them has trained on the others'
+    validation faces.
+    """
+    full, fingerprint = load_split(data, "train", limit_per_class, split_seed)
+    train_split, val_split = stratified_split(full, val_fraction, split_seed)
+    return train_split, val_split, fingerprint
+
+
+def recorded_split_seed(options: dict) -> int:
+    """The split seed a run's `config.json` options imply (older runs have only `seed`)."""
+    split_seed = options.get("split_seed")
+    return options["seed"] if split_seed is None else split_seed
 
 
 @dataclass
@@ -36,6 +56,7 @@ class TrainOptions:
     time_budget_s: float | None = None
     weights: str | None = None
     seed: int = 42
+    split_seed: int | None = None  # validation split (and subset); defaults to `seed`
     limit_per_class: int | None = None
     resume: bool = False
     class_weights: bool = True
@@ -143,8 +164,9 @@ def train(opts: TrainOptions) -> Path:
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if opts.mixed_precision else "float32")
     keras.utils.set_random_seed(opts.seed)
 
-    full, fingerprint = load_split(opts.data, "train", opts.limit_per_class, opts.seed)
-    train_split, val_split = stratified_split(full, VAL_FRACTION, opts.seed)
+    train_split, val_split, fingerprint = split_train(
+        opts.data, opts.limit_per_class, recorded_split_seed(asdict(opts)), VAL_FRACTION
+    )
     epochs = opts.epochs or recipe.epochs
     batch = opts.batch_size or recipe.batch_size
     weights = (
