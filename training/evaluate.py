@@ -110,13 +110,13 @@ def evaluate_run(
     The model is evaluated in float32 with the graph export will ship (`training.graph`);
     `tta` adds mirror test-time augmentation, and export then folds it in as well.
     """
-    from training.graph import load_float32, serving_model
+    from training.graph import load_members, serving_model
 
     run = Path(run)
     config = json.loads((run / "config.json").read_text())
     arch = architectures.get(config["model"])
     opts = config["options"]
-    model = serving_model(load_float32(run, arch), tta=tta)
+    model = serving_model(load_members(run, arch), tta=tta)
 
     test, test_fp = load_split(data, "test", limit_per_class)
     _, val, _ = split_train(

@@ -20,7 +20,7 @@ from app.preprocess import prepare_batch
 from app.registry import InputInfo, ModelEntry, sha256_file, upsert
 from training import architectures
 from training.data import load_split
-from training.graph import load_float32, serving_model
+from training.graph import load_members, serving_model
 from training.metrics import HEADLINE_KEYS
 
 OPSET = 17
@@ -81,7 +81,7 @@ def export_run(
     temperature = float(metrics.get("temperature", 1.0))
 
     tta = bool(metrics.get("tta", False))
-    model = serving_model(load_float32(run, arch), temperature, tta)
+    model = serving_model(load_members(run, arch), temperature, tta)
     models_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = models_dir / f"{name}.onnx"
     tmp = onnx_path.with_suffix(".onnx.tmp")
@@ -116,6 +116,7 @@ def export_run(
         training={
             "architecture": arch.name,
             "command": config["command"],
+            **({"members": config["member_commands"]} if "members" in config else {}),
             "data_fingerprint": config["data_fingerprint"],
             "epochs": config["epochs"],
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

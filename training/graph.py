@@ -1,4 +1,5 @@
-"""The graph that is evaluated and exported: float32 weights, optional mirror TTA, temperature.
+"""The graph that is evaluated and exported: float32 weights, ensemble members, mirror TTA,
+temperature.
 
 Evaluation and export build the very same graph, so the metrics recorded in the registry
 describe exactly the model the service runs.
@@ -6,6 +7,7 @@ describe exactly the model the service runs.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -23,18 +25,34 @@ def load_float32(run: Path, arch: Architecture) -> keras.Model:
     return model
 
 
-def serving_model(model: keras.Model, temperature: float = 1.0, tta: bool = False) -> keras.Model:
-    """softmax(logits / T), the logits optionally averaged with those of the mirrored face.
+def load_members(run: Path, arch: Architecture) -> list[keras.Model]:
+    """The run's model, or every member's for an ensemble folder (see `training.ensemble`)."""
+    config = json.loads((run / "config.json").read_text())
+    members = [Path(m) for m in config.get("members", [])] or [run]
+    return [load_float32(m, arch) for m in members]
 
+
+def serving_model(
+    models: list[keras.Model], temperature: float = 1.0, tta: bool = False
+) -> keras.Model:
+    """softmax(mean logits / T) over the members, optionally each also on the mirrored face.
+
+    Averaging logits (not probabilities) keeps one temperature meaningful for the whole.
     Mirror test-time augmentation is folded into the graph so the service gets it for free:
     faces are left-right symmetric in meaning, so averaging both views reduces variance.
     """
-    logits_of = keras.Model(model.input, model.get_layer("logits").output, name="logits_of")
-    x = keras.Input(model.input.shape[1:], name="input")
-    logits = logits_of(x)
+    x = keras.Input(models[0].input.shape[1:], name="input")
+    views = [x]
     if tta:
-        mirrored = layers.Lambda(lambda t: ops.flip(t, axis=2), name="mirror")(x)
-        logits = layers.Average(name="tta_mean")([logits, logits_of(mirrored)])
+        views.append(layers.Lambda(lambda t: ops.flip(t, axis=2), name="mirror")(x))
+    all_logits = []
+    for i, model in enumerate(models):
+        name = "logits_of" if len(models) == 1 else f"logits_of_{i}"
+        logits_of = keras.Model(model.input, model.get_layer("logits").output, name=name)
+        all_logits += [logits_of(v) for v in views]
+    logits = all_logits[0]
+    if len(all_logits) > 1:
+        logits = layers.Average(name="logit_mean")(all_logits)
     scaled = layers.Rescaling(1.0 / temperature, name="temperature")(logits)
     probs = layers.Softmax(name="probabilities_calibrated")(scaled)
-    return keras.Model(x, probs, name=f"{model.name}_serving")
+    return keras.Model(x, probs, name=f"{models[0].name}_serving")

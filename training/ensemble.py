@@ -1,0 +1,58 @@
+"""Combine trained runs into one ensemble folder that `evaluate` and `export` treat as a run.
+
+The members' logits are averaged inside one graph (`training.graph.serving_model`), so the
+service runs an ensemble as a single ONNX model. Members must share the architecture, the
+training data and the validation split (`train --split-seed`): otherwise one member's
+validation faces are another's training faces, and validation would no longer select or
+calibrate honestly.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from training.fit import VAL_FRACTION, recorded_split_seed
+
+SHARED_KEYS = ("model", "data_fingerprint", "val_fraction")
+
+
+def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:
+    """Check the members agree and write `out/config.json` pointing at their checkpoints."""
+    if len(runs) < 2:
+        raise RuntimeError("an ensemble needs at least two runs")
+    configs = []
+    for run in map(Path, runs):
+        if not (run / "best.keras").exists():
+            raise FileNotFoundError(f"{run / 'best.keras'} is missing: train that run first")
+        configs.append(json.loads((run / "config.json").read_text()))
+    first = configs[0]
+    for run, config in zip(runs, configs, strict=True):
+        for key in SHARED_KEYS:
+            if config.get(key) != first.get(key):
+                raise RuntimeError(
+                    f"{run}: {key} {config.get(key)!r} differs from {first.get(key)!r}"
+                )
+        if recorded_split_seed(config["options"]) != recorded_split_seed(first["options"]):
+            raise RuntimeError(
+                f"{run}: another validation split; train members with one --split-seed"
+            )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model": first["model"],
+        "members": [str(Path(r).resolve()) for r in runs],
+        "command": "python -m training " + shlex.join(sys.argv[1:]),
+        "member_commands": [c["command"] for c in configs],
+        "options": first["options"],  # the shared data and validation split
+        "epochs": [c["epochs"] for c in configs],
+        "data_fingerprint": first["data_fingerprint"],
+        "val_fraction": first.get("val_fraction", VAL_FRACTION),
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    print(
+        f"ensemble of {len(runs)} {first['model']} runs in {out}; evaluate and export it as a run"
+    )
+    return out
