@@ -269,3 +269,8 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_pa
     want /= want.sum(1, keepdims=True)
     sess = ort.InferenceSession(str(tmp_path / "models" / "duo.onnx"))
     np.testing.assert_allclose(sess.run(None, {"input": faces})[0], want, atol=1e-4)
+    # int8 quantization keeps every member's logits layer (and all after it) in float.
+    from training.quantize import _head_nodes
+
+    head = _head_nodes(tmp_path / "models" / "duo.onnx")
+    assert sum("MatMul" in n for n in head) == 2, head
