@@ -252,6 +252,8 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_pa
         ens, "duo", models_dir=tmp_path / "models", data=fer_dir, reports_dir=tmp_path / "rep"
     )
     assert len(entry.training["members"]) == 2
+    assert entry.description.startswith("ensemble of 2 x ")
+    assert (tmp_path / "rep" / "duo" / "learning_curves.png").stat().st_size > 0  # both members'
 
     # The ONNX graph is softmax(mean of the members' logits / T).
     import onnxruntime as ort

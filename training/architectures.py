@@ -177,7 +177,7 @@ def resnet50v2(weights: str | None = "imagenet") -> keras.Model:
 
 @register(
     "emonet",
-    "the service's default: compact VGG-style CNN with batch norm, 48x48x1, ~1.8 M parameters",
+    "compact VGG-style CNN with batch norm, 48x48x1, ~1.8 M parameters",
     GRAY48,
     Recipe(
         epochs=40,

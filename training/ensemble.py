@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from training.fit import VAL_FRACTION, recorded_split_seed
+from training.plots import plot_learning_curves
 
 SHARED_KEYS = ("model", "data_fingerprint", "val_fraction")
 
@@ -52,6 +53,8 @@ def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:
         "val_fraction": first.get("val_fraction", VAL_FRACTION),
     }
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    histories = [Path(r) / "history.csv" for r in runs if (Path(r) / "history.csv").exists()]
+    plot_learning_curves(histories, out / "learning_curves.png")
     print(
         f"ensemble of {len(runs)} {first['model']} runs in {out}; evaluate and export it as a run"
     )

@@ -57,6 +57,12 @@ def check_parity(model, path: Path, faces: np.ndarray) -> float:
     return float(np.max(np.abs(expected - got)))
 
 
+def describe(architecture: str, n_members: int, tta: bool) -> str:
+    """Say in the registry what the graph computes, since one name can hide an ensemble."""
+    text = architecture if n_members == 1 else f"ensemble of {n_members} x {architecture}"
+    return text + ("; mirror TTA in the graph" if tta else "")
+
+
 def export_run(
     run: str | Path,
     name: str,
@@ -81,7 +87,8 @@ def export_run(
     temperature = float(metrics.get("temperature", 1.0))
 
     tta = bool(metrics.get("tta", False))
-    model = serving_model(load_members(run, arch), temperature, tta)
+    members = load_members(run, arch)
+    model = serving_model(members, temperature, tta)
     models_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = models_dir / f"{name}.onnx"
     tmp = onnx_path.with_suffix(".onnx.tmp")
@@ -110,7 +117,7 @@ def export_run(
         temperature=temperature,
         temperature_in_graph=True,
         default=default,
-        description=arch.description,
+        description=describe(arch.description, len(members), tta),
         metrics={k: metrics[k] for k in (*HEADLINE_KEYS, "ece_before", "ece_after") if k in metrics}
         | {"dataset": "FER2013 test/ (PublicTest, 3,589 faces)"},
         training={

@@ -19,24 +19,34 @@ def _save(fig: plt.Figure, out: Path) -> None:
     plt.close(fig)
 
 
-def plot_learning_curves(history_csv: Path, out: Path) -> None:
-    """Train vs validation loss and accuracy per epoch, as the study shows them."""
-    with open(history_csv) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
+def plot_learning_curves(history_csvs: Path | list[Path], out: Path) -> None:
+    """Train vs validation loss and accuracy per epoch, as the study shows them.
+
+    Several histories (an ensemble's members) share the axes, labelled by run folder.
+    """
+    paths = [history_csvs] if isinstance(history_csvs, Path) else list(history_csvs)
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        if rows:
+            runs.append((path.parent.name, rows))
+    if not runs:
         return
-    epochs = [int(r["epoch"]) + 1 for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
-        for prefix, label in (("", "train"), ("val_", "validation")):
-            vals = [float(r[prefix + key]) for r in rows if r.get(prefix + key)]
-            if vals:
-                ax.plot(epochs[: len(vals)], vals, marker="o", ms=3, label=label)
+        for run, rows in runs:
+            epochs = [int(r["epoch"]) + 1 for r in rows]
+            for prefix, label in (("", "train"), ("val_", "validation")):
+                vals = [float(r[prefix + key]) for r in rows if r.get(prefix + key)]
+                if vals:
+                    name = label if len(runs) == 1 else f"{run} {label}"
+                    ax.plot(epochs[: len(vals)], vals, marker="o", ms=3, label=name)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"Learning curves ({history_csv.parent.name})")
+    fig.suptitle(f"Learning curves ({', '.join(run for run, _ in runs)})")
     _save(fig, out)
 
 
