@@ -24,8 +24,9 @@ def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:
     """Check the members agree and write `out/config.json` pointing at their checkpoints."""
     if len(runs) < 2:
         raise RuntimeError("an ensemble needs at least two runs")
+    runs = [Path(r) for r in runs]
     configs = []
-    for run in map(Path, runs):
+    for run in runs:
         if not (run / "best.keras").exists():
             raise FileNotFoundError(f"{run / 'best.keras'} is missing: train that run first")
         configs.append(json.loads((run / "config.json").read_text()))
@@ -44,7 +45,7 @@ def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     config = {
         "model": first["model"],
-        "members": [str(Path(r).resolve()) for r in runs],
+        "members": [str(r.resolve()) for r in runs],
         "command": "python -m training " + shlex.join(sys.argv[1:]),
         "member_commands": [c["command"] for c in configs],
         "options": first["options"],  # the shared data and validation split
@@ -53,7 +54,7 @@ def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:
         "val_fraction": first.get("val_fraction", VAL_FRACTION),
     }
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    histories = [Path(r) / "history.csv" for r in runs if (Path(r) / "history.csv").exists()]
+    histories = [r / "history.csv" for r in runs if (r / "history.csv").exists()]
     plot_learning_curves(histories, out / "learning_curves.png")
     print(
         f"ensemble of {len(runs)} {first['model']} runs in {out}; evaluate and export it as a run"

@@ -116,7 +116,7 @@ def evaluate_run(
     config = json.loads((run / "config.json").read_text())
     arch = architectures.get(config["model"])
     opts = config["options"]
-    model = serving_model(load_members(run, arch), tta=tta)
+    model = serving_model(load_members(run, config, arch), tta=tta)
 
     test, test_fp = load_split(data, "test", limit_per_class)
     _, val, _ = split_train(

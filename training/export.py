@@ -87,7 +87,7 @@ def export_run(
     temperature = float(metrics.get("temperature", 1.0))
 
     tta = bool(metrics.get("tta", False))
-    members = load_members(run, arch)
+    members = load_members(run, config, arch)
     model = serving_model(members, temperature, tta)
     models_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = models_dir / f"{name}.onnx"

@@ -138,7 +138,7 @@ class RunState(keras.callbacks.Callback):
             "elapsed_s": time.monotonic() - self.t0,
         }
         (self.run / "state.json").write_text(json.dumps(state, indent=2))
-        plot_learning_curves(self.run / "history.csv", self.run / "learning_curves.png")
+        plot_learning_curves([self.run / "history.csv"], self.run / "learning_curves.png")
 
 
 def _optimizer(name: str, lr: float, weight_decay: float) -> keras.optimizers.Optimizer:

@@ -7,7 +7,6 @@ describe exactly the model the service runs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import keras
@@ -25,9 +24,8 @@ def load_float32(run: Path, arch: Architecture) -> keras.Model:
     return model
 
 
-def load_members(run: Path, arch: Architecture) -> list[keras.Model]:
+def load_members(run: Path, config: dict, arch: Architecture) -> list[keras.Model]:
     """The run's model, or every member's for an ensemble folder (see `training.ensemble`)."""
-    config = json.loads((run / "config.json").read_text())
     members = [Path(m) for m in config.get("members", [])] or [run]
     return [load_float32(m, arch) for m in members]
 

@@ -19,14 +19,13 @@ def _save(fig: plt.Figure, out: Path) -> None:
     plt.close(fig)
 
 
-def plot_learning_curves(history_csvs: Path | list[Path], out: Path) -> None:
+def plot_learning_curves(history_csvs: list[Path], out: Path) -> None:
     """Train vs validation loss and accuracy per epoch, as the study shows them.
 
     Several histories (an ensemble's members) share the axes, labelled by run folder.
     """
-    paths = [history_csvs] if isinstance(history_csvs, Path) else list(history_csvs)
     runs = []
-    for path in paths:
+    for path in history_csvs:
         with open(path) as f:
             rows = list(csv.DictReader(f))
         if rows:
