@@ -15,11 +15,16 @@ from app.registry import load_registry, sha256_file  # noqa: E402
 from tests.fer_layout import write_fer_folder  # noqa: E402
 from training import architectures  # noqa: E402
 from training.cli import parse_duration  # noqa: E402
-from training.data import class_weights, load_split, stratified_split  # noqa: E402
+from training.data import (  # noqa: E402
+    class_weights,
+    load_split,
+    recorded_split_seed,
+    stratified_split,
+)
 from training.ensemble import make_ensemble  # noqa: E402
 from training.evaluate import evaluate_run  # noqa: E402
 from training.export import export_run  # noqa: E402
-from training.fit import TrainOptions, recorded_split_seed, split_train, train  # noqa: E402
+from training.fit import TrainOptions, split_train, train  # noqa: E402
 from training.summary import parameter_counts  # noqa: E402
 
 STUDY_COUNTS = {  # (total, trainable) from the study
@@ -276,3 +281,64 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_pa
 
     head = _head_nodes(tmp_path / "models" / "duo.onnx")
     assert sum("MatMul" in n for n in head) == 2, head
+
+
+def test_distillation_targets_mix_labels_and_teacher_probabilities():
+    from training.data import Split
+    from training.pipeline import make_dataset
+
+    rng = np.random.default_rng(0)
+    y = np.arange(14) % 7
+    split = Split(rng.integers(0, 256, (14, 48, 48)).astype(np.uint8), y)
+    teacher = rng.dirichlet(np.ones(7), 14).astype(np.float32)
+    ds = make_dataset(
+        split,
+        architectures.get("emonet").input,
+        14,
+        training=True,
+        label_smoothing=0.1,
+        teacher=teacher,
+        teacher_weight=0.25,
+    )
+    _, target, _ = next(iter(ds))
+    smoothed = np.eye(7)[y] * 0.9 + 0.1 / 7
+    want = 0.75 * smoothed + 0.25 * teacher
+    # Batches are shuffled: compare the rows as sets.
+    got = np.asarray(target)
+    np.testing.assert_allclose(got[np.lexsort(got.T)], want[np.lexsort(want.T)], atol=1e-6)
+
+
+def test_distillation_from_a_teacher_run_and_warm_start(fer_dir, tmp_path):
+    from training.distill import initial_weights
+
+    common = dict(model="emonet", data=str(fer_dir), epochs=1, batch_size=16)
+    teacher = train(TrainOptions(**common, out=str(tmp_path / "teacher"), seed=1, split_seed=3))
+    student = train(
+        TrainOptions(
+            **common,
+            out=str(tmp_path / "student"),
+            seed=2,
+            split_seed=3,
+            teacher=str(teacher),
+            teacher_weight=0.5,
+            init_from=str(teacher),
+        )
+    )
+    options = json.loads((student / "config.json").read_text())["options"]
+    assert options["teacher"] == str(teacher) and options["init_from"] == str(teacher)
+    assert evaluate_run(student, fer_dir)["validation"]["n"] == 7
+
+    # A teacher that trained on the student's validation faces is refused.
+    with pytest.raises(RuntimeError, match="validation split"):
+        train(
+            TrainOptions(**common, out=str(tmp_path / "leak"), split_seed=4, teacher=str(teacher))
+        )
+    with pytest.raises(ValueError, match="teacher_weight"):
+        train(TrainOptions(**common, out=str(tmp_path / "w"), teacher_weight=1.5))
+
+    # Warm start copies every weight of the other run's best checkpoint.
+    model = architectures.get("emonet").build(None)
+    initial_weights(model, teacher)
+    want = keras.models.load_model(teacher / "best.keras").get_weights()
+    for got, ref in zip(model.get_weights(), want, strict=True):
+        np.testing.assert_array_equal(got, ref)

@@ -55,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true")
     t.add_argument("--no-class-weights", action="store_true")
     t.add_argument("--no-mixed-precision", action="store_true", help="train in float32")
+    t.add_argument(
+        "--teacher",
+        help="run or ensemble folder to distil from (same data and validation split)",
+    )
+    t.add_argument(
+        "--teacher-weight",
+        type=float,
+        default=0.7,
+        help="share of the teacher's probabilities in each training target (default 0.7)",
+    )
+    t.add_argument("--init-from", help="run of the same architecture whose weights to start from")
 
     e = sub.add_parser("evaluate", help="evaluate a run (or a shipped ONNX model) on test/")
     src = e.add_mutually_exclusive_group(required=True)
@@ -139,6 +150,9 @@ def run_command(args: argparse.Namespace) -> None:
                 resume=args.resume,
                 class_weights=not args.no_class_weights,
                 mixed_precision=not args.no_mixed_precision,
+                teacher=args.teacher,
+                teacher_weight=args.teacher_weight,
+                init_from=args.init_from,
             )
         )
     elif args.command == "evaluate":

@@ -173,3 +173,24 @@ def class_weights(y: np.ndarray, power: float = 1.0) -> dict[int, float]:
     w[present] = (counts[present].sum() / (present.sum() * counts[present])) ** power
     w[present] /= (w[present] * counts[present]).sum() / counts[present].sum()
     return {i: float(v) for i, v in enumerate(w)}
+
+
+def recorded_split_seed(options: dict) -> int:
+    """The split seed a run's `config.json` options imply (older runs have only `seed`)."""
+    split_seed = options.get("split_seed")
+    return options["seed"] if split_seed is None else split_seed
+
+
+def check_same_split(run: Path, config: dict, reference: dict) -> None:
+    """Raise unless `run` trained on the reference's data with its validation split.
+
+    Ensemble members and distillation teachers must agree on both: otherwise one
+    network's validation faces are another's training faces.
+    """
+    for key in ("data_fingerprint", "val_fraction"):
+        if config.get(key) != reference.get(key):
+            raise RuntimeError(
+                f"{run}: {key} {config.get(key)!r} differs from {reference.get(key)!r}"
+            )
+    if recorded_split_seed(config["options"]) != recorded_split_seed(reference["options"]):
+        raise RuntimeError(f"{run}: another validation split; train with the same --split-seed")

@@ -14,10 +14,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from training.fit import VAL_FRACTION, recorded_split_seed
+from training.data import check_same_split
+from training.fit import VAL_FRACTION
 from training.plots import plot_learning_curves
-
-SHARED_KEYS = ("model", "data_fingerprint", "val_fraction")
 
 
 def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:
@@ -32,15 +31,9 @@ def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:
         configs.append(json.loads((run / "config.json").read_text()))
     first = configs[0]
     for run, config in zip(runs, configs, strict=True):
-        for key in SHARED_KEYS:
-            if config.get(key) != first.get(key):
-                raise RuntimeError(
-                    f"{run}: {key} {config.get(key)!r} differs from {first.get(key)!r}"
-                )
-        if recorded_split_seed(config["options"]) != recorded_split_seed(first["options"]):
-            raise RuntimeError(
-                f"{run}: another validation split; train members with one --split-seed"
-            )
+        if config["model"] != first["model"]:
+            raise RuntimeError(f"{run}: model {config['model']!r} differs from {first['model']!r}")
+        check_same_split(run, config, first)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = {

@@ -15,8 +15,8 @@ import numpy as np
 from app.labels import EMOTIONS
 from app.preprocess import InputSpec
 from training import architectures
-from training.data import Split, load_split
-from training.fit import VAL_FRACTION, recorded_split_seed, split_train
+from training.data import Split, load_split, recorded_split_seed
+from training.fit import VAL_FRACTION, split_train
 from training.metrics import (
     apply_temperature,
     confusion,

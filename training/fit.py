@@ -19,7 +19,14 @@ from pathlib import Path
 import keras
 
 from training import architectures
-from training.data import Split, class_weights, load_split, stratified_split
+from training.data import (
+    Split,
+    class_weights,
+    load_split,
+    recorded_split_seed,
+    stratified_split,
+)
+from training.distill import initial_weights, teacher_probabilities
 from training.pipeline import make_dataset
 from training.plots import plot_learning_curves
 
@@ -40,12 +47,6 @@ def split_train(
     return train_split, val_split, fingerprint
 
 
-def recorded_split_seed(options: dict) -> int:
-    """The split seed a run's `config.json` options imply (older runs have only `seed`)."""
-    split_seed = options.get("split_seed")
-    return options["seed"] if split_seed is None else split_seed
-
-
 @dataclass
 class TrainOptions:
     model: str
@@ -61,6 +62,9 @@ class TrainOptions:
     resume: bool = False
     class_weights: bool = True
     mixed_precision: bool = True
+    teacher: str | None = None  # a run or ensemble folder to distil from
+    teacher_weight: float = 0.7  # share of the teacher's probabilities in each target
+    init_from: str | None = None  # a run of the same architecture to start from
 
 
 class ProgressSchedule(keras.callbacks.Callback):
@@ -151,6 +155,8 @@ def _optimizer(name: str, lr: float, weight_decay: float) -> keras.optimizers.Op
 
 def train(opts: TrainOptions) -> Path:
     """Run (or resume) one training run and return the run folder."""
+    if not 0.0 <= opts.teacher_weight <= 1.0:
+        raise ValueError(f"teacher_weight must lie in [0, 1], not {opts.teacher_weight}")
     arch = architectures.get(opts.model)
     recipe = arch.recipe
     run = Path(opts.out)
@@ -192,6 +198,8 @@ def train(opts: TrainOptions) -> Path:
         }
         (run / "config.json").write_text(json.dumps(config, indent=2, default=str))
         model = arch.build(opts.weights)
+        if opts.init_from:
+            initial_weights(model, opts.init_from)
         model.compile(
             optimizer=_optimizer(recipe.optimizer, recipe.learning_rate, recipe.weight_decay),
             loss="categorical_crossentropy",
@@ -209,6 +217,13 @@ def train(opts: TrainOptions) -> Path:
             f"resuming after epoch {initial_epoch} ({elapsed:.0f}s done, best val_loss {best:.4f})"
         )
 
+    config = json.loads((run / "config.json").read_text())
+    teacher = None
+    if opts.teacher:
+        print(f"teacher {opts.teacher}: scoring {len(train_split)} training faces")
+        teacher = teacher_probabilities(opts.teacher, config, train_split)
+        agree = float((teacher.argmax(1) == train_split.y).mean())
+        print(f"teacher agrees with {agree:.1%} of the training labels")
     train_ds = make_dataset(
         train_split,
         arch.input,
@@ -217,6 +232,8 @@ def train(opts: TrainOptions) -> Path:
         augment=recipe.augment,
         class_weights=weights,
         label_smoothing=recipe.label_smoothing,
+        teacher=teacher,
+        teacher_weight=opts.teacher_weight if opts.teacher else 0.0,
         seed=opts.seed,
     )
     val_ds = make_dataset(val_split, arch.input, batch, training=False)

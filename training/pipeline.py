@@ -36,14 +36,22 @@ def make_dataset(
     augment: AugmentConfig = NONE,
     class_weights: dict[int, float] | None = None,
     label_smoothing: float = 0.0,
+    teacher: np.ndarray | None = None,
+    teacher_weight: float = 0.0,
     seed: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of (input, one-hot target, sample weight) or (input, one-hot) for evaluation."""
+    """Batches of (input, target, sample weight) for training, or (input, one-hot).
+
+    The training target is the (smoothed) one-hot label, mixed with the teacher's
+    probabilities for that face when distilling: `(1 - w) * label + w * teacher`.
+    """
     n_classes = len(EMOTIONS)
     weights = np.ones(n_classes, np.float32)
     if class_weights:
         weights = np.asarray([class_weights[i] for i in range(n_classes)], np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((split.x[..., None], split.y))
+    if teacher is None:
+        teacher = np.zeros((len(split), n_classes), np.float32)  # unused unless weighted
+    ds = tf.data.Dataset.from_tensor_slices((split.x[..., None], (split.y, teacher)))
     if training:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
@@ -53,10 +61,13 @@ def make_dataset(
         ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE)
     w_table = tf.constant(weights)
 
-    def finish(x, y):
+    def finish(x, labels):
+        y, soft = labels
         target = tf.one_hot(y, n_classes)
         if training and label_smoothing:
             target = target * (1.0 - label_smoothing) + label_smoothing / n_classes
+        if training and teacher_weight:
+            target = (1.0 - teacher_weight) * target + teacher_weight * soft
         x = prepare_tf(x, spec)
         if training:
             return x, target, tf.gather(w_table, y)

@@ -1,0 +1,45 @@
+"""Teacher targets for distillation, and weights to start a run from.
+
+An ensemble is more accurate than its members but costs one network per member at
+inference. Distillation trains one network on a mix of the true labels and the
+ensemble's probabilities (its "dark knowledge": which wrong classes a face resembles), so
+the service gets most of the ensemble's accuracy at one network's cost.
+
+The teacher's probabilities are computed once, on the un-augmented training faces with
+mirror TTA (so they do not depend on the flip augmentation), and reused every epoch.
+The teacher must have been trained on the same data with the same validation split:
+a teacher that saw the student's validation faces would leak them into its targets.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from training import architectures
+from training.data import Split, check_same_split
+
+
+def teacher_probabilities(teacher: str | Path, student_config: dict, train: Split) -> np.ndarray:
+    """The teacher run's (or ensemble's) mirror-TTA probabilities for the training faces."""
+    from training.evaluate import predict_keras
+    from training.graph import load_members, serving_model
+
+    teacher = Path(teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    check_same_split(teacher, config, student_config)
+    arch = architectures.get(config["model"])
+    policy = keras.mixed_precision.global_policy().name
+    model = serving_model(load_members(teacher, config, arch), tta=True)
+    probs = predict_keras(model, train, arch.input)
+    keras.mixed_precision.set_global_policy(policy)  # load_members switches to float32
+    return probs.astype(np.float32)
+
+
+def initial_weights(model: keras.Model, run: str | Path) -> None:
+    """Start `model` from another run's best checkpoint of the same architecture."""
+    trained = keras.models.load_model(Path(run) / "best.keras")
+    model.set_weights(trained.get_weights())
