@@ -308,7 +308,7 @@ def test_distillation_targets_mix_labels_and_teacher_probabilities():
     np.testing.assert_allclose(got[np.lexsort(got.T)], want[np.lexsort(want.T)], atol=1e-6)
 
 
-def test_distillation_from_a_teacher_run_and_warm_start(fer_dir, tmp_path):
+def test_distillation_from_a_teacher_run_and_warm_start(fer_dir, tmp_path, capsys):
     from training.distill import initial_weights
 
     common = dict(model="emonet", data=str(fer_dir), epochs=1, batch_size=16)
@@ -326,6 +326,10 @@ def test_distillation_from_a_teacher_run_and_warm_start(fer_dir, tmp_path):
     )
     options = json.loads((student / "config.json").read_text())["options"]
     assert options["teacher"] == str(teacher) and options["init_from"] == str(teacher)
+    # Resuming without repeating --teacher keeps distilling from the recorded teacher.
+    capsys.readouterr()
+    train(TrainOptions(**{**common, "epochs": 2}, out=str(student), split_seed=3, resume=True))
+    assert f"teacher {teacher}: scoring" in capsys.readouterr().out
     assert evaluate_run(student, fer_dir)["validation"]["n"] == 7
 
     # A teacher that trained on the student's validation faces is refused.

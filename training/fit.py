@@ -218,10 +218,11 @@ def train(opts: TrainOptions) -> Path:
         )
 
     config = json.loads((run / "config.json").read_text())
-    teacher = None
-    if opts.teacher:
-        print(f"teacher {opts.teacher}: scoring {len(train_split)} training faces")
-        teacher = teacher_probabilities(opts.teacher, config, train_split)
+    recorded = config["options"]  # a resumed run keeps the teacher it started with
+    teacher, teacher_weight = None, recorded.get("teacher_weight", 0.0)
+    if recorded.get("teacher"):
+        print(f"teacher {recorded['teacher']}: scoring {len(train_split)} training faces")
+        teacher = teacher_probabilities(recorded["teacher"], config, train_split)
         agree = float((teacher.argmax(1) == train_split.y).mean())
         print(f"teacher agrees with {agree:.1%} of the training labels")
     train_ds = make_dataset(
@@ -233,7 +234,7 @@ def train(opts: TrainOptions) -> Path:
         class_weights=weights,
         label_smoothing=recipe.label_smoothing,
         teacher=teacher,
-        teacher_weight=opts.teacher_weight if opts.teacher else 0.0,
+        teacher_weight=teacher_weight if teacher is not None else 0.0,
         seed=opts.seed,
     )
     val_ds = make_dataset(val_split, arch.input, batch, training=False)
