@@ -309,7 +309,7 @@ def test_distillation_targets_mix_labels_and_teacher_probabilities():
 
 
 def test_distillation_from_a_teacher_run_and_warm_start(fer_dir, tmp_path, capsys):
-    from training.distill import initial_weights
+    from training.graph import load_best_weights
 
     common = dict(model="emonet", data=str(fer_dir), epochs=1, batch_size=16)
     teacher = train(TrainOptions(**common, out=str(tmp_path / "teacher"), seed=1, split_seed=3))
@@ -342,7 +342,7 @@ def test_distillation_from_a_teacher_run_and_warm_start(fer_dir, tmp_path, capsy
 
     # Warm start copies every weight of the other run's best checkpoint.
     model = architectures.get("emonet").build(None)
-    initial_weights(model, teacher)
+    load_best_weights(model, teacher)
     want = keras.models.load_model(teacher / "best.keras").get_weights()
     for got, ref in zip(model.get_weights(), want, strict=True):
         np.testing.assert_array_equal(got, ref)

@@ -1,4 +1,4 @@
-"""Teacher targets for distillation, and weights to start a run from.
+"""Teacher targets for distillation.
 
 An ensemble is more accurate than its members but costs one network per member at
 inference. Distillation trains one network on a mix of the true labels and the
@@ -21,12 +21,12 @@ import numpy as np
 
 from training import architectures
 from training.data import Split, check_same_split
+from training.graph import load_members, serving_model
 
 
 def teacher_probabilities(teacher: str | Path, student_config: dict, train: Split) -> np.ndarray:
     """The teacher run's (or ensemble's) mirror-TTA probabilities for the training faces."""
-    from training.evaluate import predict_keras
-    from training.graph import load_members, serving_model
+    from training.evaluate import predict_keras  # evaluate imports fit, which imports this
 
     teacher = Path(teacher)
     config = json.loads((teacher / "config.json").read_text())
@@ -37,9 +37,3 @@ def teacher_probabilities(teacher: str | Path, student_config: dict, train: Spli
     probs = predict_keras(model, train, arch.input)
     keras.mixed_precision.set_global_policy(policy)  # load_members switches to float32
     return probs.astype(np.float32)
-
-
-def initial_weights(model: keras.Model, run: str | Path) -> None:
-    """Start `model` from another run's best checkpoint of the same architecture."""
-    trained = keras.models.load_model(Path(run) / "best.keras")
-    model.set_weights(trained.get_weights())

@@ -26,7 +26,8 @@ from training.data import (
     recorded_split_seed,
     stratified_split,
 )
-from training.distill import initial_weights, teacher_probabilities
+from training.distill import teacher_probabilities
+from training.graph import load_best_weights
 from training.pipeline import make_dataset
 from training.plots import plot_learning_curves
 
@@ -199,7 +200,7 @@ def train(opts: TrainOptions) -> Path:
         (run / "config.json").write_text(json.dumps(config, indent=2, default=str))
         model = arch.build(opts.weights)
         if opts.init_from:
-            initial_weights(model, opts.init_from)
+            load_best_weights(model, opts.init_from)
         model.compile(
             optimizer=_optimizer(recipe.optimizer, recipe.learning_rate, recipe.weight_decay),
             loss="categorical_crossentropy",
@@ -207,6 +208,7 @@ def train(opts: TrainOptions) -> Path:
         )
         initial_epoch, elapsed, best = 0, 0.0, None
     else:
+        config = json.loads((run / "config.json").read_text())
         model = keras.models.load_model(run / "last.keras")
         initial_epoch, elapsed, best = (
             state["epochs_done"],
@@ -217,9 +219,8 @@ def train(opts: TrainOptions) -> Path:
             f"resuming after epoch {initial_epoch} ({elapsed:.0f}s done, best val_loss {best:.4f})"
         )
 
-    config = json.loads((run / "config.json").read_text())
     recorded = config["options"]  # a resumed run keeps the teacher it started with
-    teacher, teacher_weight = None, recorded.get("teacher_weight", 0.0)
+    teacher = None
     if recorded.get("teacher"):
         print(f"teacher {recorded['teacher']}: scoring {len(train_split)} training faces")
         teacher = teacher_probabilities(recorded["teacher"], config, train_split)
@@ -234,7 +235,7 @@ def train(opts: TrainOptions) -> Path:
         class_weights=weights,
         label_smoothing=recipe.label_smoothing,
         teacher=teacher,
-        teacher_weight=teacher_weight if teacher is not None else 0.0,
+        teacher_weight=recorded.get("teacher_weight", 0.0),
         seed=opts.seed,
     )
     val_ds = make_dataset(val_split, arch.input, batch, training=False)

@@ -15,12 +15,17 @@ from keras import layers, ops
 from training.architectures import Architecture
 
 
+def load_best_weights(model: keras.Model, run: str | Path) -> None:
+    """Copy a run's best checkpoint into `model`, a build of the same architecture."""
+    trained = keras.models.load_model(Path(run) / "best.keras")
+    model.set_weights(trained.get_weights())
+
+
 def load_float32(run: Path, arch: Architecture) -> keras.Model:
     """The run's best weights in a float32 copy of the architecture (training may use bf16)."""
     keras.mixed_precision.set_global_policy("float32")
-    trained = keras.models.load_model(run / "best.keras")
     model = arch.build(None)  # the trained weights replace whatever it starts with
-    model.set_weights(trained.get_weights())
+    load_best_weights(model, run)
     return model
 
 

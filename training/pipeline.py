@@ -50,7 +50,8 @@ def make_dataset(
     if class_weights:
         weights = np.asarray([class_weights[i] for i in range(n_classes)], np.float32)
     if teacher is None:
-        teacher = np.zeros((len(split), n_classes), np.float32)  # unused unless weighted
+        teacher_weight = 0.0
+        teacher = np.zeros((len(split), n_classes), np.float32)  # a placeholder, never mixed in
     ds = tf.data.Dataset.from_tensor_slices((split.x[..., None], (split.y, teacher)))
     if training:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
