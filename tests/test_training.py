@@ -326,10 +326,14 @@ def test_distillation_from_a_teacher_run_and_warm_start(fer_dir, tmp_path, capsy
     )
     options = json.loads((student / "config.json").read_text())["options"]
     assert options["teacher"] == str(teacher) and options["init_from"] == str(teacher)
-    # Resuming without repeating --teacher keeps distilling from the recorded teacher.
-    capsys.readouterr()
-    train(TrainOptions(**{**common, "epochs": 2}, out=str(student), split_seed=3, resume=True))
     assert f"teacher {teacher}: scoring" in capsys.readouterr().out
+    targets = np.load(student / "teacher_probs.npy")
+    # Resuming without repeating --teacher keeps distilling on the targets it started with.
+    (teacher / "best.keras").rename(teacher / "hidden")  # so scoring it again would fail
+    train(TrainOptions(**{**common, "epochs": 2}, out=str(student), split_seed=3, resume=True))
+    (teacher / "hidden").rename(teacher / "best.keras")
+    assert "teacher targets: reusing" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(student / "teacher_probs.npy"), targets)
     assert evaluate_run(student, fer_dir)["validation"]["n"] == 7
 
     # A teacher that trained on the student's validation faces is refused.

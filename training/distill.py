@@ -7,6 +7,8 @@ the service gets most of the ensemble's accuracy at one network's cost.
 
 The teacher's probabilities are computed once, on the un-augmented training faces with
 mirror TTA (so they do not depend on the flip augmentation), and reused every epoch.
+They are saved in the student's run folder, so a resumed run trains on exactly the
+targets it started with and does not pay for scoring again.
 The teacher must have been trained on the same data with the same validation split:
 a teacher that saw the student's validation faces would leak them into its targets.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from app.labels import EMOTIONS
 from training import architectures
 from training.data import Split, check_same_split
 from training.graph import load_members, serving_model
@@ -37,3 +40,20 @@ def teacher_probabilities(teacher: str | Path, student_config: dict, train: Spli
     probs = predict_keras(model, train, arch.input)
     keras.mixed_precision.set_global_policy(policy)  # load_members switches to float32
     return probs.astype(np.float32)
+
+
+def run_teacher_targets(
+    run: Path, student_config: dict, train: Split, resuming: bool
+) -> np.ndarray:
+    """The teacher targets a resumed run saved in `run`, or scored now and saved there."""
+    cache = run / "teacher_probs.npy"
+    if resuming and cache.exists():
+        probs = np.load(cache)
+        if probs.shape == (len(train), len(EMOTIONS)):
+            print(f"teacher targets: reusing {cache}")
+            return probs
+    teacher = student_config["options"]["teacher"]
+    print(f"teacher {teacher}: scoring {len(train)} training faces")
+    probs = teacher_probabilities(teacher, student_config, train)
+    np.save(cache, probs)
+    return probs

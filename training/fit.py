@@ -26,7 +26,7 @@ from training.data import (
     recorded_split_seed,
     stratified_split,
 )
-from training.distill import teacher_probabilities
+from training.distill import run_teacher_targets
 from training.graph import load_best_weights
 from training.pipeline import make_dataset
 from training.plots import plot_learning_curves
@@ -222,8 +222,7 @@ def train(opts: TrainOptions) -> Path:
     recorded = config["options"]  # a resumed run keeps the teacher it started with
     teacher = None
     if recorded.get("teacher"):
-        print(f"teacher {recorded['teacher']}: scoring {len(train_split)} training faces")
-        teacher = teacher_probabilities(recorded["teacher"], config, train_split)
+        teacher = run_teacher_targets(run, config, train_split, resuming=state is not None)
         agree = float((teacher.argmax(1) == train_split.y).mean())
         print(f"teacher agrees with {agree:.1%} of the training labels")
     train_ds = make_dataset(
