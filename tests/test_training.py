@@ -250,17 +250,27 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_pa
     with pytest.raises(RuntimeError, match="validation split"):
         make_ensemble([runs[0], stray], tmp_path / "bad")
 
+    # The generated data is balanced (all class weights 1); give the members the weights an
+    # imbalanced set would have, so the class-weight prior correction shows in the graph.
+    weights = {str(i): w for i, w in enumerate([1.0, 3.2, 1.0, 0.8, 0.9, 1.0, 1.2])}
+    for run in runs:
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, "class_weights": weights}))
     ens = make_ensemble(runs, tmp_path / "ens")
     metrics = evaluate_run(ens, fer_dir)
     assert metrics["validation"]["n"] == 7  # the members' shared split: 1 face per class
+    shift = -np.log(list(weights.values()))
+    np.testing.assert_allclose(metrics["log_prior_shift"], shift)
     entry = export_run(
         ens, "duo", models_dir=tmp_path / "models", data=fer_dir, reports_dir=tmp_path / "rep"
     )
     assert len(entry.training["members"]) == 2
     assert entry.description.startswith("ensemble of 2 x ")
+    assert entry.description.endswith("; class-weight prior correction in the graph")
+    np.testing.assert_allclose(entry.training["log_prior_shift"], shift)
     assert (tmp_path / "rep" / "duo" / "learning_curves.png").stat().st_size > 0  # both members'
 
-    # The ONNX graph is softmax(mean of the members' logits / T).
+    # The ONNX graph is softmax((mean of the members' logits - log class weights) / T).
     import onnxruntime as ort
 
     from training.graph import load_float32
@@ -271,7 +281,7 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_pa
     for run in runs:
         m = load_float32(run, arch)
         logits.append(keras.Model(m.input, m.get_layer("logits").output).predict(faces, verbose=0))
-    z = np.mean(logits, axis=0) / entry.temperature
+    z = (np.mean(logits, axis=0) + shift) / entry.temperature
     want = np.exp(z - z.max(1, keepdims=True))
     want /= want.sum(1, keepdims=True)
     sess = ort.InferenceSession(str(tmp_path / "models" / "duo.onnx"))

@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --run: average with the mirrored face (export folds it in too)",
     )
+    e.add_argument(
+        "--no-prior-correction",
+        action="store_true",
+        help="with --run: keep the prior shift that class weights give the scores",
+    )
 
     q = sub.add_parser("quantize", help="int8-quantize a registered ONNX model and register it")
     q.add_argument("--model", required=True, help="registered source model")
@@ -163,7 +168,13 @@ def run_command(args: argparse.Namespace) -> None:
                 args.models_dir, args.onnx, args.data, args.out or f"runs/eval-{args.onnx}"
             )
         else:
-            evaluate_run(args.run, args.data, args.limit_per_class, tta=args.tta)
+            evaluate_run(
+                args.run,
+                args.data,
+                args.limit_per_class,
+                tta=args.tta,
+                prior=not args.no_prior_correction,
+            )
     elif args.command == "quantize":
         from training.quantize import quantize_registered
 

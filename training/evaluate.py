@@ -103,20 +103,26 @@ def print_summary(title: str, m: dict) -> None:
 
 
 def evaluate_run(
-    run: str | Path, data: str | Path, limit_per_class: int | None = None, tta: bool = False
+    run: str | Path,
+    data: str | Path,
+    limit_per_class: int | None = None,
+    tta: bool = False,
+    prior: bool = True,
 ) -> dict:
     """Evaluate `run/best.keras` on `data/test` and write the results into the run folder.
 
     The model is evaluated in float32 with the graph export will ship (`training.graph`);
-    `tta` adds mirror test-time augmentation, and export then folds it in as well.
+    `tta` adds mirror test-time augmentation and `prior` the class-weight prior correction
+    (`training.graph.prior_correction`); export folds in whatever was evaluated.
     """
-    from training.graph import load_members, serving_model
+    from training.graph import load_members, prior_correction, serving_model
 
     run = Path(run)
     config = json.loads((run / "config.json").read_text())
     arch = architectures.get(config["model"])
     opts = config["options"]
-    model = serving_model(load_members(run, config, arch), tta=tta)
+    shift = prior_correction(config) if prior else None
+    model = serving_model(load_members(run, config, arch), tta=tta, log_prior_shift=shift)
 
     test, test_fp = load_split(data, "test", limit_per_class)
     _, val, _ = split_train(
@@ -137,6 +143,7 @@ def evaluate_run(
         extra={
             "model": arch.name,
             "tta": tta,
+            "log_prior_shift": shift,
             "test_data_fingerprint": test_fp,
             "train_data_fingerprint": config["data_fingerprint"],
         },

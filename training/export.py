@@ -57,10 +57,11 @@ def check_parity(model, path: Path, faces: np.ndarray) -> float:
     return float(np.max(np.abs(expected - got)))
 
 
-def describe(architecture: str, n_members: int, tta: bool) -> str:
+def describe(architecture: str, n_members: int, tta: bool, prior: bool) -> str:
     """Say in the registry what the graph computes, since one name can hide an ensemble."""
     text = architecture if n_members == 1 else f"ensemble of {n_members} x {architecture}"
-    return text + ("; mirror TTA in the graph" if tta else "")
+    text += "; mirror TTA in the graph" if tta else ""
+    return text + ("; class-weight prior correction in the graph" if prior else "")
 
 
 def export_run(
@@ -88,7 +89,8 @@ def export_run(
 
     tta = bool(metrics.get("tta", False))
     members = load_members(run, config, arch)
-    model = serving_model(members, temperature, tta)
+    shift = metrics.get("log_prior_shift")
+    model = serving_model(members, temperature, tta, shift)
     models_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = models_dir / f"{name}.onnx"
     tmp = onnx_path.with_suffix(".onnx.tmp")
@@ -117,7 +119,7 @@ def export_run(
         temperature=temperature,
         temperature_in_graph=True,
         default=default,
-        description=describe(arch.description, len(members), tta),
+        description=describe(arch.description, len(members), tta, shift is not None),
         metrics={k: metrics[k] for k in (*HEADLINE_KEYS, "ece_before", "ece_after") if k in metrics}
         | {"dataset": "FER2013 test/ (PublicTest, 3,589 faces)"},
         training={
@@ -129,6 +131,7 @@ def export_run(
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "onnx_opset": OPSET,
             "mirror_tta": tta,
+            "log_prior_shift": shift,
             "parity_max_abs_diff": diff,
         },
     )

@@ -7,6 +7,8 @@ describe exactly the model the service runs.
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import keras
@@ -35,14 +37,35 @@ def load_members(run: Path, config: dict, arch: Architecture) -> list[keras.Mode
     return [load_float32(m, arch) for m in members]
 
 
+def prior_correction(config: dict) -> list[float] | None:
+    """`-log(class weight)` per class for a run (or ensemble) trained with class weights.
+
+    Class weights make the network predict as if rare classes were more frequent: they
+    multiply the training prior by the weights. Adding `-log(weight)` to the logits divides
+    that back out (logit adjustment), so the scores follow the real class prior again while
+    training still gets the rare classes' larger gradients. Nothing is fitted.
+    """
+    weights = config.get("class_weights")
+    if "members" in config:  # an ensemble: its members share the data, so their weights
+        member = json.loads((Path(config["members"][0]) / "config.json").read_text())
+        weights = member.get("class_weights")
+    if not weights:
+        return None
+    return [-math.log(weights[str(i)]) for i in range(len(weights))]
+
+
 def serving_model(
-    models: list[keras.Model], temperature: float = 1.0, tta: bool = False
+    models: list[keras.Model],
+    temperature: float = 1.0,
+    tta: bool = False,
+    log_prior_shift: list[float] | None = None,
 ) -> keras.Model:
-    """softmax(mean logits / T) over the members, optionally each also on the mirrored face.
+    """softmax((mean logits + shift) / T) over the members, each optionally also mirrored.
 
     Averaging logits (not probabilities) keeps one temperature meaningful for the whole.
     Mirror test-time augmentation is folded into the graph so the service gets it for free:
     faces are left-right symmetric in meaning, so averaging both views reduces variance.
+    `log_prior_shift` is `prior_correction`'s per-class constant.
     """
     x = keras.Input(models[0].input.shape[1:], name="input")
     views = [x]
@@ -56,6 +79,9 @@ def serving_model(
     logits = all_logits[0]
     if len(all_logits) > 1:
         logits = layers.Average(name="logit_mean")(all_logits)
+    if log_prior_shift is not None:
+        shift = ops.convert_to_tensor([log_prior_shift], dtype="float32")
+        logits = layers.Lambda(lambda t: t + shift, name="prior_correction")(logits)
     scaled = layers.Rescaling(1.0 / temperature, name="temperature")(logits)
     probs = layers.Softmax(name="probabilities_calibrated")(scaled)
     return keras.Model(x, probs, name=f"{models[0].name}_serving")
