@@ -46,7 +46,7 @@ def prior_correction(config: dict) -> list[float] | None:
     training still gets the rare classes' larger gradients. Nothing is fitted.
     """
     weights = config.get("class_weights")
-    if "members" in config:  # an ensemble: its members share the data, so their weights
+    if "members" in config:  # an ensemble: members share the data, so the first one speaks
         member = json.loads((Path(config["members"][0]) / "config.json").read_text())
         weights = member.get("class_weights")
     if not weights:
