@@ -45,6 +45,7 @@ def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:
         "epochs": [c["epochs"] for c in configs],
         "data_fingerprint": first["data_fingerprint"],
         "val_fraction": first.get("val_fraction", VAL_FRACTION),
+        "class_weights": first.get("class_weights"),  # same data, so the same weights
     }
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
     histories = [r / "history.csv" for r in runs if (r / "history.csv").exists()]

@@ -7,7 +7,6 @@ describe exactly the model the service runs.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -46,9 +45,6 @@ def prior_correction(config: dict) -> list[float] | None:
     training still gets the rare classes' larger gradients. Nothing is fitted.
     """
     weights = config.get("class_weights")
-    if "members" in config:  # an ensemble: members share the data, so the first one speaks
-        member = json.loads((Path(config["members"][0]) / "config.json").read_text())
-        weights = member.get("class_weights")
     if not weights:
         return None
     return [-math.log(weights[str(i)]) for i in range(len(weights))]
