@@ -189,24 +189,25 @@ def test_train_224_transfer_model_one_epoch(fer_dir, tmp_path):
 
 def test_time_budget_stops_cleanly_and_resume_continues(fer_dir, tmp_path):
     run = tmp_path / "resume"
-    opts = dict(
-        model="cnn_scratch",
-        data=str(fer_dir),
-        out=str(run),
-        epochs=3,
-        batch_size=28,
-        limit_per_class=4,
-    )
-    train(TrainOptions(**opts, time_budget_s=0.001))  # interrupted after the first epoch
+    opts = dict(model="cnn_scratch", data=str(fer_dir), out=str(run), epochs=3, limit_per_class=4)
+    # interrupted after the first epoch; cnn_scratch's recipe is Adam at a constant rate
+    train(TrainOptions(**opts, batch_size=4, learning_rate=0.02, time_budget_s=0.001))
     state = json.loads((run / "state.json").read_text())
     assert state["epochs_done"] == 1 and (run / "best.keras").exists()
+    config = json.loads((run / "config.json").read_text())
+    assert config["learning_rate"] == 0.02 and config["batch_size"] == 4
+    steps_per_epoch = int(keras.models.load_model(run / "last.keras").optimizer.iterations)
+    assert steps_per_epoch > 1
     with pytest.raises(FileExistsError):
         train(TrainOptions(**opts))  # no silent overwrite of an existing run
-    train(TrainOptions(**opts, resume=True))
+    train(TrainOptions(**opts, resume=True))  # without the flags: the recorded ones hold
     state = json.loads((run / "state.json").read_text())
     assert state["epochs_done"] == 3
     epochs = [int(r.split(",")[0]) for r in (run / "history.csv").read_text().splitlines()[1:]]
     assert epochs == [0, 1, 2]
+    optimizer = keras.models.load_model(run / "last.keras").optimizer
+    assert int(optimizer.iterations) == 3 * steps_per_epoch
+    assert float(optimizer.learning_rate) == pytest.approx(0.02)
 
 
 def test_photo_folders_are_cropped_with_the_services_face_code(tmp_path, assets_dir, monkeypatch):

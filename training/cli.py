@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
+    t.add_argument("--learning-rate", type=float, help="peak learning rate (default: the recipe's)")
     t.add_argument("--time-budget", type=parse_duration, help="e.g. 2h, 90m")
     t.add_argument(
         "--weights",
@@ -147,6 +148,7 @@ def run_command(args: argparse.Namespace) -> None:
                 out=args.out,
                 epochs=args.epochs,
                 batch_size=args.batch_size,
+                learning_rate=args.learning_rate,
                 time_budget_s=args.time_budget,
                 weights=args.weights,
                 seed=args.seed,

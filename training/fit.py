@@ -55,6 +55,7 @@ class TrainOptions:
     out: str
     epochs: int | None = None
     batch_size: int | None = None
+    learning_rate: float | None = None  # peak; the recipe's when None
     time_budget_s: float | None = None
     weights: str | None = None
     seed: int = 42
@@ -176,12 +177,13 @@ def train(opts: TrainOptions) -> Path:
     )
     epochs = opts.epochs or recipe.epochs
     batch = opts.batch_size or recipe.batch_size
+    peak_lr = opts.learning_rate or recipe.learning_rate
     weights = (
         class_weights(train_split.y, recipe.class_weight_power) if opts.class_weights else None
     )
     print(
         f"{arch.name}: {len(train_split)} train / {len(val_split)} validation images, "
-        f"{epochs} epochs, batch {batch}, data {fingerprint}"
+        f"{epochs} epochs, batch {batch}, peak learning rate {peak_lr:g}, data {fingerprint}"
     )
 
     if state is None:
@@ -191,6 +193,7 @@ def train(opts: TrainOptions) -> Path:
             "options": asdict(opts),
             "epochs": epochs,
             "batch_size": batch,
+            "learning_rate": peak_lr,
             "recipe": asdict(recipe),
             "input": asdict(arch.input),
             "class_weights": weights,
@@ -202,13 +205,16 @@ def train(opts: TrainOptions) -> Path:
         if opts.init_from:
             load_best_weights(model, opts.init_from)
         model.compile(
-            optimizer=_optimizer(recipe.optimizer, recipe.learning_rate, recipe.weight_decay),
+            optimizer=_optimizer(recipe.optimizer, peak_lr, recipe.weight_decay),
             loss="categorical_crossentropy",
             metrics=["accuracy"],
         )
         initial_epoch, elapsed, best = 0, 0.0, None
     else:
         config = json.loads((run / "config.json").read_text())
+        # A resumed run keeps its batch size and peak learning rate; only --epochs may grow.
+        batch = config["batch_size"]
+        peak_lr = config.get("learning_rate", recipe.learning_rate)
         model = keras.models.load_model(run / "last.keras")
         initial_epoch, elapsed, best = (
             state["epochs_done"],
@@ -216,7 +222,8 @@ def train(opts: TrainOptions) -> Path:
             state["best_val_loss"],
         )
         print(
-            f"resuming after epoch {initial_epoch} ({elapsed:.0f}s done, best val_loss {best:.4f})"
+            f"resuming after epoch {initial_epoch} ({elapsed:.0f}s done, best val_loss "
+            f"{best:.4f}) with its batch {batch} and peak learning rate {peak_lr:g}"
         )
 
     recorded = config["options"]  # a resumed run keeps the teacher it started with
@@ -244,7 +251,7 @@ def train(opts: TrainOptions) -> Path:
     )
     callbacks: list[keras.callbacks.Callback] = [
         ProgressSchedule(
-            recipe.learning_rate,
+            peak_lr,
             epochs * steps,
             2 * steps if recipe.optimizer == "sgd_cosine" else 0,
             opts.time_budget_s,
