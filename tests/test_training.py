@@ -227,6 +227,17 @@ def test_photo_folders_are_cropped_with_the_services_face_code(tmp_path, assets_
     assert 40 < data.x.mean() < 220  # a face, not padding
 
 
+IMBALANCED_WEIGHTS = [1.0, 3.2, 1.0, 0.8, 0.9, 1.0, 1.2]
+
+
+def _record_imbalanced_class_weights(run: Path) -> None:
+    """The generated data is balanced (all class weights 1); record the weights an imbalanced
+    set would have in the run's config, so the class-weight prior correction shows."""
+    weights = {str(i): w for i, w in enumerate(IMBALANCED_WEIGHTS)}
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "class_weights": weights}))
+
+
 def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_path):
     runs = [tmp_path / f"member{seed}" for seed in (1, 2)]
     for seed, run in zip((1, 2), runs, strict=True):
@@ -251,16 +262,12 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_pa
     with pytest.raises(RuntimeError, match="validation split"):
         make_ensemble([runs[0], stray], tmp_path / "bad")
 
-    # The generated data is balanced (all class weights 1); give the members the weights an
-    # imbalanced set would have, so the class-weight prior correction shows in the graph.
-    weights = {str(i): w for i, w in enumerate([1.0, 3.2, 1.0, 0.8, 0.9, 1.0, 1.2])}
     for run in runs:
-        config = json.loads((run / "config.json").read_text())
-        (run / "config.json").write_text(json.dumps({**config, "class_weights": weights}))
+        _record_imbalanced_class_weights(run)
     ens = make_ensemble(runs, tmp_path / "ens")
     metrics = evaluate_run(ens, fer_dir)
     assert metrics["validation"]["n"] == 7  # the members' shared split: 1 face per class
-    shift = -np.log(list(weights.values()))
+    shift = -np.log(IMBALANCED_WEIGHTS)
     np.testing.assert_allclose(metrics["log_prior_shift"], shift)
     entry = export_run(
         ens, "duo", models_dir=tmp_path / "models", data=fer_dir, reports_dir=tmp_path / "rep"
@@ -320,10 +327,12 @@ def test_distillation_targets_mix_labels_and_teacher_probabilities():
 
 
 def test_distillation_from_a_teacher_run_and_warm_start(fer_dir, tmp_path, capsys):
-    from training.graph import load_best_weights
+    from training.evaluate import predict_keras
+    from training.graph import load_best_weights, load_members, prior_correction, serving_model
 
     common = dict(model="emonet", data=str(fer_dir), epochs=1, batch_size=16)
     teacher = train(TrainOptions(**common, out=str(tmp_path / "teacher"), seed=1, split_seed=3))
+    _record_imbalanced_class_weights(teacher)
     student = train(
         TrainOptions(
             **common,
@@ -339,6 +348,16 @@ def test_distillation_from_a_teacher_run_and_warm_start(fer_dir, tmp_path, capsy
     assert options["teacher"] == str(teacher) and options["init_from"] == str(teacher)
     assert f"teacher {teacher}: scoring" in capsys.readouterr().out
     targets = np.load(student / "teacher_probs.npy")
+    # The targets are the teacher's served graph: mirror TTA and its class-weight correction.
+    teacher_config = json.loads((teacher / "config.json").read_text())
+    shift = prior_correction(teacher_config)
+    np.testing.assert_allclose(shift, -np.log(IMBALANCED_WEIGHTS))
+    arch = architectures.get("emonet")
+    served = serving_model(
+        load_members(teacher, teacher_config, arch), tta=True, log_prior_shift=shift
+    )
+    train_split = split_train(fer_dir, None, 3, 0.1)[0]
+    np.testing.assert_allclose(targets, predict_keras(served, train_split, arch.input), atol=1e-5)
     # Resuming without repeating --teacher keeps distilling on the targets it started with.
     (teacher / "best.keras").rename(teacher / "hidden")  # so scoring it again would fail
     train(TrainOptions(**{**common, "epochs": 2}, out=str(student), split_seed=3, resume=True))

@@ -6,7 +6,10 @@ ensemble's probabilities (its "dark knowledge": which wrong classes a face resem
 the service gets most of the ensemble's accuracy at one network's cost.
 
 The teacher's probabilities are computed once, on the un-augmented training faces with
-mirror TTA (so they do not depend on the flip augmentation), and reused every epoch.
+mirror TTA (so they do not depend on the flip augmentation), and reused every epoch. A
+class-weighted teacher gets its prior correction first, so its targets follow the real
+class prior like the labels they are mixed with; the student's own class weights then
+apply to both alike.
 They are saved in the student's run folder, so a resumed run trains on exactly the
 targets it started with and does not pay for scoring again.
 The teacher must have been trained on the same data with the same validation split:
@@ -24,11 +27,12 @@ import numpy as np
 from app.labels import EMOTIONS
 from training import architectures
 from training.data import Split, check_same_split
-from training.graph import load_members, serving_model
+from training.graph import load_members, prior_correction, serving_model
 
 
 def teacher_probabilities(teacher: str | Path, student_config: dict, train: Split) -> np.ndarray:
-    """The teacher run's (or ensemble's) mirror-TTA probabilities for the training faces."""
+    """The teacher run's (or ensemble's) prior-corrected mirror-TTA probabilities for the
+    training faces."""
     from training.evaluate import predict_keras  # evaluate imports fit, which imports this
 
     teacher = Path(teacher)
@@ -36,7 +40,9 @@ def teacher_probabilities(teacher: str | Path, student_config: dict, train: Spli
     check_same_split(teacher, config, student_config)
     arch = architectures.get(config["model"])
     policy = keras.mixed_precision.global_policy().name
-    model = serving_model(load_members(teacher, config, arch), tta=True)
+    model = serving_model(
+        load_members(teacher, config, arch), tta=True, log_prior_shift=prior_correction(config)
+    )
     probs = predict_keras(model, train, arch.input)
     keras.mixed_precision.set_global_policy(policy)  # load_members switches to float32
     return probs.astype(np.float32)
