@@ -181,10 +181,6 @@ def train(opts: TrainOptions) -> Path:
     weights = (
         class_weights(train_split.y, recipe.class_weight_power) if opts.class_weights else None
     )
-    print(
-        f"{arch.name}: {len(train_split)} train / {len(val_split)} validation images, "
-        f"{epochs} epochs, batch {batch}, peak learning rate {peak_lr:g}, data {fingerprint}"
-    )
 
     if state is None:
         config = {
@@ -222,9 +218,12 @@ def train(opts: TrainOptions) -> Path:
             state["best_val_loss"],
         )
         print(
-            f"resuming after epoch {initial_epoch} ({elapsed:.0f}s done, best val_loss "
-            f"{best:.4f}) with its batch {batch} and peak learning rate {peak_lr:g}"
+            f"resuming after epoch {initial_epoch} ({elapsed:.0f}s done, best val_loss {best:.4f})"
         )
+    print(
+        f"{arch.name}: {len(train_split)} train / {len(val_split)} validation images, "
+        f"{epochs} epochs, batch {batch}, peak learning rate {peak_lr:g}, data {fingerprint}"
+    )
 
     recorded = config["options"]  # a resumed run keeps the teacher it started with
     teacher = None
