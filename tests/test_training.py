@@ -191,11 +191,11 @@ def test_time_budget_stops_cleanly_and_resume_continues(fer_dir, tmp_path):
     run = tmp_path / "resume"
     opts = dict(model="cnn_scratch", data=str(fer_dir), out=str(run), epochs=3, limit_per_class=4)
     # interrupted after the first epoch; cnn_scratch's recipe is Adam at a constant rate
-    train(TrainOptions(**opts, batch_size=4, learning_rate=0.02, time_budget_s=0.001))
+    train(TrainOptions(**opts, batch_size=4, learning_rate=0.02, mixup=0.3, time_budget_s=0.001))
     state = json.loads((run / "state.json").read_text())
     assert state["epochs_done"] == 1 and (run / "best.keras").exists()
     config = json.loads((run / "config.json").read_text())
-    assert config["learning_rate"] == 0.02 and config["batch_size"] == 4
+    assert (config["learning_rate"], config["batch_size"], config["mixup"]) == (0.02, 4, 0.3)
     steps_per_epoch = int(keras.models.load_model(run / "last.keras").optimizer.iterations)
     assert steps_per_epoch > 1
     with pytest.raises(FileExistsError):
@@ -324,6 +324,38 @@ def test_distillation_targets_mix_labels_and_teacher_probabilities():
     # Batches are shuffled: compare the rows as sets.
     got = np.asarray(target)
     np.testing.assert_allclose(got[np.lexsort(got.T)], want[np.lexsort(want.T)], atol=1e-6)
+
+
+def test_mixup_blends_faces_targets_and_weights_with_one_share_per_face():
+    from app.preprocess import normalize
+    from training.data import Split
+    from training.pipeline import make_dataset
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    y = np.arange(7)  # one face per class: a target row names the faces it mixes
+    faces = rng.integers(0, 256, (7, 48, 48)).astype(np.uint8)
+    weights = {i: 1.0 + i for i in range(7)}
+    spec = architectures.get("emonet").input
+    ds = make_dataset(
+        Split(faces, y), spec, 7, training=True, class_weights=weights, mixup=1.0, seed=3
+    )
+    x, target, w = (np.asarray(t) for t in next(iter(ds)))
+    originals = np.asarray(normalize(faces[..., None].astype(np.float32), spec.normalization))
+    mixed = 0
+    for xi, ti, wi in zip(x, target, w, strict=True):
+        np.testing.assert_allclose(ti.sum(), 1.0, atol=1e-6)
+        a, b = np.argsort(ti)[::-1][:2]
+        lam = ti[a]
+        assert lam >= 0.5 - 1e-6 and np.count_nonzero(ti > 1e-6) <= 2
+        if lam > 1 - 1e-6:
+            b = a
+        else:
+            mixed += 1
+        want = lam * originals[a] + (1 - lam) * originals[b]
+        np.testing.assert_allclose(xi, want, atol=1e-4)
+        assert wi == pytest.approx(lam * weights[a] + (1 - lam) * weights[b], rel=1e-5)
+    assert mixed >= 3  # Beta(1, 1) shares: faces really are blended
 
 
 def test_distillation_from_a_teacher_run_and_warm_start(fer_dir, tmp_path, capsys):

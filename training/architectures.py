@@ -33,6 +33,7 @@ class Recipe:
     label_smoothing: float = 0.0
     class_weight_power: float = 1.0
     augment: AugmentConfig = NONE
+    mixup: float = 0.0  # Beta alpha of mixup between faces of a batch; 0 = off
 
 
 @dataclass(frozen=True)

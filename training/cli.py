@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--learning-rate", type=float, help="peak learning rate (default: the recipe's)")
+    t.add_argument(
+        "--mixup", type=float, help="mixup Beta alpha, e.g. 0.2; 0 = off (default: the recipe's)"
+    )
     t.add_argument("--time-budget", type=parse_duration, help="e.g. 2h, 90m")
     t.add_argument(
         "--weights",
@@ -160,6 +163,7 @@ def run_command(args: argparse.Namespace) -> None:
                 teacher=args.teacher,
                 teacher_weight=args.teacher_weight,
                 init_from=args.init_from,
+                mixup=args.mixup,
             )
         )
     elif args.command == "evaluate":

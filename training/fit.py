@@ -67,6 +67,7 @@ class TrainOptions:
     teacher: str | None = None  # a run or ensemble folder to distil from
     teacher_weight: float = 0.7  # share of the teacher's probabilities in each target
     init_from: str | None = None  # a run of the same architecture to start from
+    mixup: float | None = None  # Beta alpha of mixup; the recipe's when None, 0 = off
 
 
 class ProgressSchedule(keras.callbacks.Callback):
@@ -178,6 +179,7 @@ def train(opts: TrainOptions) -> Path:
     epochs = opts.epochs or recipe.epochs
     batch = opts.batch_size or recipe.batch_size
     peak_lr = opts.learning_rate or recipe.learning_rate
+    mixup = recipe.mixup if opts.mixup is None else opts.mixup
     weights = (
         class_weights(train_split.y, recipe.class_weight_power) if opts.class_weights else None
     )
@@ -190,6 +192,7 @@ def train(opts: TrainOptions) -> Path:
             "epochs": epochs,
             "batch_size": batch,
             "learning_rate": peak_lr,
+            "mixup": mixup,
             "recipe": asdict(recipe),
             "input": asdict(arch.input),
             "class_weights": weights,
@@ -211,6 +214,7 @@ def train(opts: TrainOptions) -> Path:
         # A resumed run keeps its batch size and peak learning rate; only --epochs may grow.
         batch = config["batch_size"]
         peak_lr = config.get("learning_rate", recipe.learning_rate)
+        mixup = config.get("mixup", recipe.mixup)
         model = keras.models.load_model(run / "last.keras")
         initial_epoch, elapsed, best = (
             state["epochs_done"],
@@ -222,7 +226,8 @@ def train(opts: TrainOptions) -> Path:
         )
     print(
         f"{arch.name}: {len(train_split)} train / {len(val_split)} validation images, "
-        f"{epochs} epochs, batch {batch}, peak learning rate {peak_lr:g}, data {fingerprint}"
+        f"{epochs} epochs, batch {batch}, peak learning rate {peak_lr:g}, mixup {mixup:g}, "
+        f"data {fingerprint}"
     )
 
     recorded = config["options"]  # a resumed run keeps the teacher it started with
@@ -242,6 +247,7 @@ def train(opts: TrainOptions) -> Path:
         teacher=teacher,
         teacher_weight=recorded.get("teacher_weight", 0.0),
         seed=opts.seed,
+        mixup=mixup,
     )
     val_ds = make_dataset(val_split, arch.input, batch, training=False)
     steps = math.ceil(len(train_split) / batch)

@@ -1,4 +1,4 @@
-"""tf.data pipelines: batch -> augment -> prepare for the model's input (shared code) -> weight."""
+"""tf.data pipelines: batch -> augment -> prepare for the model's input (shared code) -> weight -> mix."""
 
 from __future__ import annotations
 
@@ -39,11 +39,14 @@ def make_dataset(
     teacher: np.ndarray | None = None,
     teacher_weight: float = 0.0,
     seed: int = 0,
+    mixup: float = 0.0,
 ) -> tf.data.Dataset:
     """Batches of (input, target, sample weight) for training, or (input, one-hot).
 
     The training target is the (smoothed) one-hot label, mixed with the teacher's
     probabilities for that face when distilling: `(1 - w) * label + w * teacher`.
+    With `mixup` > 0 each training face is then blended with another of its batch
+    (see `mix_batch`).
     """
     n_classes = len(EMOTIONS)
     weights = np.ones(n_classes, np.float32)
@@ -74,4 +77,29 @@ def make_dataset(
             return x, target, tf.gather(w_table, y)
         return x, target
 
-    return ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and mixup:
+        ds = ds.map(lambda x, t, w: mix_batch(x, t, w, mixup), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def mix_batch(
+    x: tf.Tensor, target: tf.Tensor, weight: tf.Tensor, alpha: float
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Mixup: blend each face, target and sample weight with another face of the batch.
+
+    Each face draws its own share `lam ~ Beta(alpha, alpha)`, folded to at least 0.5 so
+    the face keeps most of itself; a small `alpha` leaves most faces nearly untouched.
+    """
+    n = tf.shape(x)[0]
+    g1 = tf.random.gamma([n], alpha)
+    g2 = tf.random.gamma([n], alpha)
+    lam = g1 / tf.maximum(g1 + g2, 1e-12)
+    lam = tf.maximum(lam, 1.0 - lam)
+    partner = tf.random.shuffle(tf.range(n))
+    lam_x = tf.reshape(lam, [-1, 1, 1, 1])
+    lam_t = lam[:, None]
+    mixed_x = lam_x * x + (1.0 - lam_x) * tf.gather(x, partner)
+    mixed_t = lam_t * target + (1.0 - lam_t) * tf.gather(target, partner)
+    mixed_w = lam * weight + (1.0 - lam) * tf.gather(weight, partner)
+    return mixed_x, mixed_t, mixed_w
