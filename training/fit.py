@@ -211,7 +211,7 @@ def train(opts: TrainOptions) -> Path:
         initial_epoch, elapsed, best = 0, 0.0, None
     else:
         config = json.loads((run / "config.json").read_text())
-        # A resumed run keeps its batch size and peak learning rate; only --epochs may grow.
+        # A resumed run keeps its batch size, peak learning rate and mixup; only --epochs may grow.
         batch = config["batch_size"]
         peak_lr = config.get("learning_rate", recipe.learning_rate)
         mixup = config.get("mixup", recipe.mixup)

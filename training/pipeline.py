@@ -97,9 +97,9 @@ def mix_batch(
     lam = g1 / tf.maximum(g1 + g2, 1e-12)
     lam = tf.maximum(lam, 1.0 - lam)
     partner = tf.random.shuffle(tf.range(n))
-    lam_x = tf.reshape(lam, [-1, 1, 1, 1])
-    lam_t = lam[:, None]
-    mixed_x = lam_x * x + (1.0 - lam_x) * tf.gather(x, partner)
-    mixed_t = lam_t * target + (1.0 - lam_t) * tf.gather(target, partner)
-    mixed_w = lam * weight + (1.0 - lam) * tf.gather(weight, partner)
-    return mixed_x, mixed_t, mixed_w
+
+    def blend(t: tf.Tensor) -> tf.Tensor:
+        share = tf.reshape(lam, [-1] + [1] * (t.shape.rank - 1))
+        return share * t + (1.0 - share) * tf.gather(t, partner)
+
+    return blend(x), blend(target), blend(weight)
