@@ -238,12 +238,14 @@ def _record_imbalanced_class_weights(run: Path) -> None:
     (run / "config.json").write_text(json.dumps({**config, "class_weights": weights}))
 
 
-def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_path):
+@pytest.mark.parametrize("second", ["emonet", "emonet_deep"])
+def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_path, second):
+    models = ["emonet", second]
     runs = [tmp_path / f"member{seed}" for seed in (1, 2)]
-    for seed, run in zip((1, 2), runs, strict=True):
+    for seed, run, model in zip((1, 2), runs, models, strict=True):
         train(
             TrainOptions(
-                model="emonet",
+                model=model,
                 data=str(fer_dir),
                 out=str(run),
                 epochs=1,
@@ -261,6 +263,12 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_pa
     (stray / "config.json").write_text(json.dumps(config))
     with pytest.raises(RuntimeError, match="validation split"):
         make_ensemble([runs[0], stray], tmp_path / "bad")
+    # So is one whose network takes another input (224x224x3).
+    config["options"]["split_seed"] = 5
+    config["model"] = "vgg16"
+    (stray / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RuntimeError, match="another input"):
+        make_ensemble([runs[0], stray], tmp_path / "bad")
 
     for run in runs:
         _record_imbalanced_class_weights(run)
@@ -273,7 +281,13 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_pa
         ens, "duo", models_dir=tmp_path / "models", data=fer_dir, reports_dir=tmp_path / "rep"
     )
     assert len(entry.training["members"]) == 2
-    assert entry.description.startswith("ensemble of 2 x ")
+    descriptions = [architectures.get(m).description for m in models]
+    if second == "emonet":
+        assert entry.description.startswith(f"ensemble of 2 x {descriptions[0]}")
+        assert entry.training["architecture"] == metrics["model"] == "emonet"
+    else:
+        assert entry.description.startswith(f"ensemble of {descriptions[0]} + {descriptions[1]}")
+        assert entry.training["architecture"] == metrics["model"] == "emonet+emonet_deep"
     assert entry.description.endswith("; class-weight prior correction in the graph")
     np.testing.assert_allclose(entry.training["log_prior_shift"], shift)
     assert (tmp_path / "rep" / "duo" / "learning_curves.png").stat().st_size > 0  # both members'
@@ -283,11 +297,10 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_pa
 
     from training.graph import load_float32
 
-    arch = architectures.get("emonet")
     faces = np.random.default_rng(1).uniform(0, 1, (4, 48, 48, 1)).astype(np.float32)
     logits = []
-    for run in runs:
-        m = load_float32(run, arch)
+    for run, model in zip(runs, models, strict=True):
+        m = load_float32(run, architectures.get(model))
         logits.append(keras.Model(m.input, m.get_layer("logits").output).predict(faces, verbose=0))
     z = (np.mean(logits, axis=0) + shift) / entry.temperature
     want = np.exp(z - z.max(1, keepdims=True))

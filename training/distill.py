@@ -41,7 +41,7 @@ def teacher_probabilities(teacher: str | Path, student_config: dict, train: Spli
     arch = architectures.get(config["model"])
     policy = keras.mixed_precision.global_policy().name
     model = serving_model(
-        load_members(teacher, config, arch), tta=True, log_prior_shift=prior_correction(config)
+        load_members(teacher, config), tta=True, log_prior_shift=prior_correction(config)
     )
     probs = predict_keras(model, train, arch.input)
     keras.mixed_precision.set_global_policy(policy)  # load_members switches to float32

@@ -1,8 +1,9 @@
 """Combine trained runs into one ensemble folder that `evaluate` and `export` treat as a run.
 
 The members' logits are averaged inside one graph (`training.graph.serving_model`), so the
-service runs an ensemble as a single ONNX model. Members must share the architecture, the
-training data and the validation split (`train --split-seed`): otherwise one member's
+service runs an ensemble as a single ONNX model. Members may differ in architecture (different
+networks err differently, which is what an ensemble feeds on) but must share the input spec,
+the training data and the validation split (`train --split-seed`): otherwise one member's
 validation faces are another's training faces, and validation would no longer select or
 calibrate honestly.
 """
@@ -14,6 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from training import architectures
 from training.data import check_same_split
 from training.fit import VAL_FRACTION
 from training.plots import plot_learning_curves
@@ -30,15 +32,19 @@ def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:
             raise FileNotFoundError(f"{run / 'best.keras'} is missing: train that run first")
         configs.append(json.loads((run / "config.json").read_text()))
     first = configs[0]
+    spec = architectures.get(first["model"]).input
     for run, config in zip(runs, configs, strict=True):
-        if config["model"] != first["model"]:
-            raise RuntimeError(f"{run}: model {config['model']!r} differs from {first['model']!r}")
+        if architectures.get(config["model"]).input != spec:
+            raise RuntimeError(
+                f"{run}: model {config['model']!r} takes another input than {first['model']!r}"
+            )
         check_same_split(run, config, first)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = {
-        "model": first["model"],
+        "model": first["model"],  # whose input spec every member shares
         "members": [str(r.resolve()) for r in runs],
+        "member_models": [c["model"] for c in configs],
         "command": "python -m training " + shlex.join(sys.argv[1:]),
         "member_commands": [c["command"] for c in configs],
         "options": first["options"],  # the shared data and validation split
@@ -50,7 +56,6 @@ def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:
     (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
     histories = [r / "history.csv" for r in runs if (r / "history.csv").exists()]
     plot_learning_curves(histories, out / "learning_curves.png")
-    print(
-        f"ensemble of {len(runs)} {first['model']} runs in {out}; evaluate and export it as a run"
-    )
+    names = " + ".join(config["member_models"])
+    print(f"ensemble of {names} in {out}; evaluate and export it as a run")
     return out

@@ -115,14 +115,14 @@ def evaluate_run(
     `tta` adds mirror test-time augmentation and `prior` the class-weight prior correction
     (`training.graph.prior_correction`); export folds in whatever was evaluated.
     """
-    from training.graph import load_members, prior_correction, serving_model
+    from training.graph import architecture_name, load_members, prior_correction, serving_model
 
     run = Path(run)
     config = json.loads((run / "config.json").read_text())
     arch = architectures.get(config["model"])
     opts = config["options"]
     shift = prior_correction(config) if prior else None
-    model = serving_model(load_members(run, config, arch), tta=tta, log_prior_shift=shift)
+    model = serving_model(load_members(run, config), tta=tta, log_prior_shift=shift)
 
     test, test_fp = load_split(data, "test", limit_per_class)
     _, val, _ = split_train(
@@ -135,13 +135,13 @@ def evaluate_run(
     probs_val = predict_keras(model, val, arch.input)
     return write_evaluation(
         run,
-        arch.name,
+        architecture_name(config),
         test.y,
         probs_test,
         val.y,
         probs_val,
         extra={
-            "model": arch.name,
+            "model": architecture_name(config),
             "tta": tta,
             "log_prior_shift": shift,
             "test_data_fingerprint": test_fp,

@@ -20,7 +20,7 @@ from app.preprocess import prepare_batch
 from app.registry import InputInfo, ModelEntry, sha256_file, upsert
 from training import architectures
 from training.data import load_split
-from training.graph import load_members, serving_model
+from training.graph import architecture_name, load_members, member_architectures, serving_model
 from training.metrics import HEADLINE_KEYS
 
 OPSET = 17
@@ -57,9 +57,17 @@ def check_parity(model, path: Path, faces: np.ndarray) -> float:
     return float(np.max(np.abs(expected - got)))
 
 
-def describe(architecture: str, n_members: int, tta: bool, prior: bool) -> str:
-    """Say in the registry what the graph computes, since one name can hide an ensemble."""
-    text = architecture if n_members == 1 else f"ensemble of {n_members} x {architecture}"
+def describe(members: list[str], tta: bool, prior: bool) -> str:
+    """Say in the registry what the graph computes, since one name can hide an ensemble.
+
+    `members` holds each member's architecture description.
+    """
+    if len(members) == 1:
+        text = members[0]
+    elif len(set(members)) == 1:
+        text = f"ensemble of {len(members)} x {members[0]}"
+    else:
+        text = "ensemble of " + " + ".join(members)
     text += "; mirror TTA in the graph" if tta else ""
     return text + ("; class-weight prior correction in the graph" if prior else "")
 
@@ -88,7 +96,7 @@ def export_run(
     temperature = float(metrics.get("temperature", 1.0))
 
     tta = bool(metrics.get("tta", False))
-    members = load_members(run, config, arch)
+    members = load_members(run, config)
     shift = metrics.get("log_prior_shift")
     model = serving_model(members, temperature, tta, shift)
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -119,11 +127,13 @@ def export_run(
         temperature=temperature,
         temperature_in_graph=True,
         default=default,
-        description=describe(arch.description, len(members), tta, shift is not None),
+        description=describe(
+            [a.description for a in member_architectures(config)], tta, shift is not None
+        ),
         metrics={k: metrics[k] for k in (*HEADLINE_KEYS, "ece_before", "ece_after") if k in metrics}
         | {"dataset": "FER2013 test/ (PublicTest, 3,589 faces)"},
         training={
-            "architecture": arch.name,
+            "architecture": architecture_name(config),
             "command": config["command"],
             **({"members": config["member_commands"]} if "members" in config else {}),
             "data_fingerprint": config["data_fingerprint"],

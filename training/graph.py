@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
+from training import architectures
 from training.architectures import Architecture
 
 
@@ -30,10 +31,22 @@ def load_float32(run: Path, arch: Architecture) -> keras.Model:
     return model
 
 
-def load_members(run: Path, config: dict, arch: Architecture) -> list[keras.Model]:
+def member_architectures(config: dict) -> list[Architecture]:
+    """The architecture of each member of an ensemble folder, or the run's own."""
+    names = config.get("member_models") or [config["model"]] * len(config.get("members") or [1])
+    return [architectures.get(name) for name in names]
+
+
+def architecture_name(config: dict) -> str:
+    """`emonet` for a run or an ensemble of emonets, `emonet_deep+emonet` for a mixed one."""
+    return "+".join(dict.fromkeys(a.name for a in member_architectures(config)))
+
+
+def load_members(run: Path, config: dict) -> list[keras.Model]:
     """The run's model, or every member's for an ensemble folder (see `training.ensemble`)."""
     members = [Path(m) for m in config.get("members", [])] or [run]
-    return [load_float32(m, arch) for m in members]
+    archs = member_architectures(config)
+    return [load_float32(m, arch) for m, arch in zip(members, archs, strict=True)]
 
 
 def prior_correction(config: dict) -> list[float] | None:
