@@ -398,9 +398,7 @@ def test_distillation_from_a_teacher_run_and_warm_start(fer_dir, tmp_path, capsy
     shift = prior_correction(teacher_config)
     np.testing.assert_allclose(shift, -np.log(IMBALANCED_WEIGHTS))
     arch = architectures.get("emonet")
-    served = serving_model(
-        load_members(teacher, teacher_config, arch), tta=True, log_prior_shift=shift
-    )
+    served = serving_model(load_members(teacher, teacher_config), tta=True, log_prior_shift=shift)
     train_split = split_train(fer_dir, None, 3, 0.1)[0]
     np.testing.assert_allclose(targets, predict_keras(served, train_split, arch.input), atol=1e-5)
     # Resuming without repeating --teacher keeps distilling on the targets it started with.
