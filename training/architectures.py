@@ -221,10 +221,10 @@ def emonet(weights: str | None = None) -> keras.Model:
     return _vgg_bn("emonet", ((32, 2), (64, 2), (128, 2), (256, 2)))
 
 
-# The 48x48 stage's second conv is the slowest per FLOP (32 channels) in training and in int8
-# onnxruntime; moving that compute into a third conv at 12x12 and at 6x6 gives a deeper
-# network with a larger receptive field at the same served latency (measured: a random-weight
-# int8 pair runs at 0.83 / 0.73 ms per face at batch 1 / 32, emonet's pair at 0.76 / 0.72).
+# The 48x48 stage's second conv (32 channels) is the slowest per FLOP in int8 onnxruntime;
+# moving that compute into a third conv at 12x12 and at 6x6 gives a deeper network with a
+# larger receptive field at the same served latency (measured: a random-weight int8 pair runs
+# at 0.83 / 0.73 ms per face at batch 1 / 32, emonet's pair at 0.76 / 0.72).
 @register(
     "emonet_deep",
     "VGG-style CNN with batch norm, 48x48x1, one conv at 48x48 and three at 12x12 and 6x6, "

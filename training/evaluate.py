@@ -119,7 +119,8 @@ def evaluate_run(
 
     run = Path(run)
     config = json.loads((run / "config.json").read_text())
-    arch = architectures.get(config["model"])
+    arch = architectures.get(config["model"])  # every member takes its input
+    name = architecture_name(config)
     opts = config["options"]
     shift = prior_correction(config) if prior else None
     model = serving_model(load_members(run, config), tta=tta, log_prior_shift=shift)
@@ -135,13 +136,13 @@ def evaluate_run(
     probs_val = predict_keras(model, val, arch.input)
     return write_evaluation(
         run,
-        architecture_name(config),
+        name,
         test.y,
         probs_test,
         val.y,
         probs_val,
         extra={
-            "model": architecture_name(config),
+            "model": name,
             "tta": tta,
             "log_prior_shift": shift,
             "test_data_fingerprint": test_fp,
