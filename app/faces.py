@@ -21,7 +21,13 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
+
+# MediaPipe's bundled OpenCV aborts the whole process (not an exception) on an image with a
+# side of 32767 pixels or more (SHRT_MAX in its remap). The detector sees at most 192x192
+# anyway, so longer images are shrunk to this side first; boxes are scaled back.
+MAX_DETECTION_SIDE = 16384
 
 # MediaPipe names its six BlazeFace keypoints in this order (the subject's right eye first,
 # which appears on the image's left).
@@ -80,6 +86,16 @@ def clip_box(x: float, y: float, w: float, h: float, width: int, height: int) ->
     return Box(x0, y0, x1 - x0, y1 - y0)
 
 
+def _fit_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """The image shrunk so that neither side exceeds max_side (unchanged if it fits)."""
+    height, width = rgb.shape[:2]
+    if max(height, width) <= max_side:
+        return rgb
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
 def _import_mediapipe_vision():
     """Import the Tasks detector without dragging in TensorFlow.
 
@@ -134,8 +150,11 @@ class FaceDetector:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.shape} {rgb.dtype}")
         height, width = rgb.shape[:2]
         image = self._mp.Image(
-            image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb)
+            image_format=self._mp.ImageFormat.SRGB,
+            data=np.ascontiguousarray(_fit_side(rgb, MAX_DETECTION_SIDE)),
         )
+        # Keypoints are normalized; boxes are in the pixels of what the detector saw.
+        sx, sy = width / image.width, height / image.height
         with self._lock:
             if self._detector is None:
                 raise RuntimeError("face detector is closed")
@@ -143,7 +162,8 @@ class FaceDetector:
         faces: list[Face] = []
         for det in result.detections:
             bb = det.bounding_box
-            box = clip_box(bb.origin_x, bb.origin_y, bb.width, bb.height, width, height)
+            frame = (bb.origin_x * sx, bb.origin_y * sy, bb.width * sx, bb.height * sy)
+            box = clip_box(*frame, width, height)
             if box is None:
                 continue
             score = float(det.categories[0].score) if det.categories else 0.0
@@ -151,7 +171,6 @@ class FaceDetector:
                 name: (float(kp.x) * width, float(kp.y) * height)
                 for name, kp in zip(KEYPOINT_NAMES, det.keypoints or [], strict=False)
             }
-            frame = (float(bb.origin_x), float(bb.origin_y), float(bb.width), float(bb.height))
             faces.append(Face(box=box, score=score, keypoints=keypoints, frame=frame))
         return faces
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,8 @@ from app.faces import KEYPOINT_NAMES, Box, Face, FaceDetector, clip_box, whole_i
 from app.framing import measure
 from app.settings import Settings
 from tests import images
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +57,38 @@ def test_several_faces(detectors):
 @pytest.mark.parametrize("kind", ["short", "full"])
 def test_no_face_in_a_cup_of_coffee(detectors, kind):
     assert detectors[kind].detect(images.no_face()) == []
+
+
+@pytest.mark.parametrize("kind", ["short", "full"])
+def test_a_shrunk_image_gives_boxes_in_the_original_pixels(detectors, kind, monkeypatch):
+    """Images longer than MAX_DETECTION_SIDE are detected at that side, reported at theirs."""
+    photo = images.astronaut()
+    [plain] = detectors[kind].detect(photo)
+    monkeypatch.setattr("app.faces.MAX_DETECTION_SIDE", 256)
+    [shrunk] = detectors[kind].detect(photo)
+    assert np.allclose(shrunk.frame, plain.frame, atol=8)
+    for name, (x, y) in plain.keypoints.items():
+        assert np.allclose(shrunk.keypoints[name], (x, y), atol=8)
+
+
+@pytest.mark.parametrize("kind", ["short", "full"])
+@pytest.mark.parametrize("shape", [(1, 32767), (32768, 2)])
+def test_a_side_of_32767_pixels_does_not_abort_the_process(assets_dir, kind, shape):
+    """MediaPipe's own OpenCV aborts the process (no exception) on such sides: run it apart."""
+    code = (
+        "import numpy as np\n"
+        "from app.assets import detector_model_path\n"
+        "from app.faces import FaceDetector\n"
+        "from app.settings import Settings\n"
+        f"path = detector_model_path({kind!r}, Settings(assets_dir={str(assets_dir)!r}))\n"
+        "with FaceDetector(path) as detector:\n"
+        f"    print('faces', detector.detect(np.zeros({shape + (3,)}, np.uint8)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "faces []" in done.stdout
 
 
 def test_detector_rejects_non_rgb_input(detectors):
