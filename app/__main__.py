@@ -13,15 +13,21 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 from types import FrameType
 
 import uvicorn
+from pydantic import ValidationError
 
 from app.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as e:  # a configuration mistake: say which, without a traceback
+        print(f"python -m app: invalid settings: {e}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default=settings.host)
     parser.add_argument("--port", type=int, default=settings.port)

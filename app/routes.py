@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
@@ -168,11 +169,15 @@ class PredictQuery:
         settings = runtime.settings
         max_faces = self.max_faces or settings.max_faces
         if max_faces > settings.max_faces_limit:
-            raise ProblemError(
-                422,
-                "invalid-request",
-                "Invalid request",
-                f"query.max_faces: must be at most {settings.max_faces_limit}",
+            # The bound is a setting, so FastAPI cannot check it; answer as if it had.
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("query", "max_faces"),
+                        "msg": f"must be at most {settings.max_faces_limit}",
+                        "type": "less_than_equal",
+                    }
+                ]
             )
         return Options(
             runtime.detector(self.detector), self.fallback, max_faces, settings.max_pixels

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -83,12 +83,34 @@ class Settings(BaseSettings):
         description="when set, every route except /healthz, /readyz and /metrics needs header X-API-Key",
     )
     trust_forwarded_for: bool = Field(
-        True,
+        False,
         description="access log shows the last X-Forwarded-For address (what the nearest proxy "
-        "saw) instead of the socket peer; used for logging only, never for access decisions",
+        "saw) instead of the socket peer; turn on only behind a proxy that sets it (the compose "
+        "file does); used for logging only, never for access decisions",
     )
     host: str = Field("0.0.0.0", description="address `python -m app` listens on")
     port: int = Field(8000, gt=0, lt=65536, description="port `python -m app` listens on")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="level of the service's own log lines"
     )
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_no_key(cls, value: object) -> object:
+        """`EMOTION_API_KEY=` (set but empty, e.g. from `${KEY:-}`) means no key, not an empty key."""
+        return None if value == "" else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> Settings:
+        """A default ?max_faces= above its own upper bound would refuse every request."""
+        if self.max_faces > self.max_faces_limit:
+            raise ValueError(
+                f"EMOTION_MAX_FACES ({self.max_faces}) is above "
+                f"EMOTION_MAX_FACES_LIMIT ({self.max_faces_limit})"
+            )
+        return self

@@ -174,7 +174,9 @@ def test_missing_file_field_is_a_422_problem(client):
     ],
 )
 def test_bad_query_values_are_422_problems(client, params):
-    assert_problem(post(client, jpeg(), **params), 422, "invalid-request")
+    body = assert_problem(post(client, jpeg(), **params), 422, "invalid-request")
+    [error] = body["errors"]
+    assert error["loc"] == ["query", next(iter(params))] and error["msg"] in body["detail"]
 
 
 def test_unknown_model_is_a_404_problem(client):
@@ -269,6 +271,17 @@ def test_batch_keeps_order_and_isolates_bad_files(client):
     for result in (results[0], results[2]):
         for face in result["faces"]:
             assert_face(face, result["image"]["width"], result["image"]["height"])
+
+
+def test_a_32767_pixel_wide_image_in_a_batch_fails_nothing(client):
+    """MediaPipe's OpenCV aborts the process on such a side unless the detector shrinks it."""
+    wide = images.encode(np.zeros((1, 32767, 3), np.uint8), "PNG")
+    r = post_batch(client, [("astro.jpg", jpeg()), ("wide.png", wide)], detector="full")
+    assert r.status_code == 200, r.text
+    astro, strip = r.json()["results"]
+    assert len(astro["faces"]) == 1
+    assert strip["image"] == {"width": 32767, "height": 1} and strip["faces"] == []
+    assert client.get("/healthz").status_code == 200
 
 
 def test_batch_runs_all_faces_in_one_inference_call(client):
@@ -387,8 +400,18 @@ def test_access_log_line(client, caplog):
         "/healthz", headers={"X-Request-ID": "log-me", "X-Forwarded-For": "203.0.113.9, 10.0.0.2"}
     )
     line = [r.getMessage() for r in caplog.records if "log-me" in r.getMessage()][0]
-    assert line.startswith('10.0.0.2 "GET /healthz" 200 ')
+    assert line.startswith('testclient "GET /healthz" 200 ')  # the socket peer, not the header
     assert "ms request_id=log-me" in line
+
+
+def test_access_log_trusts_x_forwarded_for_only_when_told(make_client, tiny_models_dir, caplog):
+    caplog.set_level("INFO", logger="emotion.access")
+    client = make_client(tiny_models_dir, trust_forwarded_for=True)
+    client.get(
+        "/healthz", headers={"X-Request-ID": "fwd", "X-Forwarded-For": "203.0.113.9, 10.0.0.2"}
+    )
+    line = [r.getMessage() for r in caplog.records if "fwd" in r.getMessage()][0]
+    assert line.startswith('10.0.0.2 "GET /healthz" 200 ')  # the hop our proxy saw
 
 
 def test_api_key(make_client, tiny_models_dir):

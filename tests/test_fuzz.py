@@ -429,12 +429,19 @@ def test_batch_of_broken_files_keeps_one_result_per_file(
     assert [x["filename"] for x in r.json()["results"]] == [f for _, _, f in picks]
 
 
-def test_a_file_part_without_a_file_name_is_a_422(http: TestClient) -> None:
-    """Browsers send filename="" for an empty file input: that part is no file at all."""
+def test_a_part_without_a_filename_is_a_422_but_an_empty_filename_is_a_file(
+    http: TestClient,
+) -> None:
+    """A part with no filename parameter is a form field, not a file (httpx omits an empty
+    name), so the batch is refused whole; filename="" is a file like any other."""
     files = [("files", ("", SAMPLES["jpeg"], "image/jpeg"))] * 2
     r = post(http, "/predict/batch", files=files)
     assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
     assert "files.0" in r.json()["detail"]
+    body, headers = multipart([part(b"files", SAMPLES["jpeg"], name) for name in (b"a.jpg", b"")])
+    r = http.post("/predict/batch", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert [x["filename"] for x in r.json()["results"]] == ["a.jpg", ""]
 
 
 def multipart(parts: list[bytes], boundary: str = "fuzzb0undary") -> tuple[bytes, dict]:
