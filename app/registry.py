@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from app.preprocess import Color, InputSpec, Normalization
 
 REGISTRY_FILE = "registry.json"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""A registry name is also the ONNX file's stem and the `?model=` value: no spaces or paths."""
 
 
 class InputInfo(BaseModel):
@@ -42,7 +45,7 @@ class ModelEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: str = Field(pattern=NAME_PATTERN)
     version: str
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -109,8 +112,29 @@ def save_registry(registry: Registry, models_dir: Path) -> None:
     tmp.replace(path)
 
 
+def claim_name(models_dir: Path, name: str, replace: bool) -> bool:
+    """Check, before anything is written, that `name` may be (re)registered.
+
+    A valid name not yet registered is free; a registered one only with `replace`, so an
+    export cannot silently overwrite a shipped model. Returns whether the entry being
+    replaced is the default (a replacement keeps that role).
+    """
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ValueError(f"{name!r} is not a model name: letters, digits, '_', '.', '-'")
+    path = Path(models_dir) / REGISTRY_FILE
+    old = load_registry(models_dir).get(name) if path.exists() else None
+    if old is not None and not replace:
+        role = ", the default" if old.default else ""
+        raise FileExistsError(
+            f"{name!r} is already registered in {path} (version {old.version}{role}); "
+            "pass --replace to overwrite it"
+        )
+    return old is not None and old.default
+
+
 def upsert(models_dir: Path, entry: ModelEntry) -> Registry:
     """Add or replace an entry; a new default clears the flag on every other entry."""
+    entry = ModelEntry.model_validate(entry.model_dump())  # model_copy(update=) skips checks
     path = Path(models_dir) / REGISTRY_FILE
     registry = load_registry(models_dir) if path.exists() else Registry(models=[])
     models = [m for m in registry.models if m.name != entry.name]

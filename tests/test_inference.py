@@ -129,3 +129,21 @@ def test_catalog_without_registry_or_with_an_unknown_default(tmp_path):
     write_registry(tmp_path, [add_model(tmp_path, "only", GRAY48)])
     wrong_default = ModelCatalog(Settings(models_dir=tmp_path, default_model="other"))
     assert "default model 'other' is not in the registry" in wrong_default.problems()[0]
+
+
+def test_registry_writes_are_validated_and_names_claimed_before_writing(tmp_path):
+    from pydantic import ValidationError
+
+    from app.registry import claim_name, load_registry, upsert
+
+    good = add_model(tmp_path, "good", GRAY48, default=True)
+    upsert(tmp_path, good)
+    with pytest.raises(ValidationError):  # model_copy(update=...) alone would not check
+        upsert(tmp_path, good.model_copy(update={"name": "two words"}))
+    assert [m.name for m in load_registry(tmp_path).models] == ["good"]
+    assert claim_name(tmp_path, "new", replace=False) is False
+    assert claim_name(tmp_path, "good", replace=True) is True  # replacing the default
+    with pytest.raises(FileExistsError, match="--replace"):
+        claim_name(tmp_path, "good", replace=False)
+    with pytest.raises(ValueError, match="not a model name"):
+        claim_name(tmp_path, "../x", replace=True)

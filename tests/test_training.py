@@ -159,6 +159,24 @@ def test_train_48_evaluate_export_and_serve(fer_dir, tmp_path):
     assert load_registry(models_dir).default.name == "tiny"  # not made default unless asked
     assert q.metrics["n"] == 28 and "quantized_from" in q.training  # 4 test faces per class
 
+    # A registered name is only overwritten when asked, and a replaced default stays default.
+    again = dict(models_dir=models_dir, data=fer_dir, reports_dir=tmp_path / "reports")
+    with pytest.raises(FileExistsError, match="already registered.*the default.*--replace"):
+        export_run(run, "tiny", version="1.1.0", **again)
+    with pytest.raises(FileExistsError, match="--replace"):
+        quantize_registered(models_dir, "tiny", "tiny-int8", fer_dir, max_drop=1.0)
+    with pytest.raises(ValueError, match="not a model name"):  # before anything is written
+        quantize_registered(models_dir, "tiny", "tiny int8", fer_dir, max_drop=1.0)
+    assert not list(models_dir.glob("tiny int8*"))
+    entry = export_run(run, "tiny", version="1.1.0", replace=True, **again)
+    assert entry.default and load_registry(models_dir).default.version == "1.1.0"
+    # Weights that changed after evaluation cannot ship the old metrics and temperature.
+    trained = keras.models.load_model(run / "best.keras")
+    trained.set_weights([w + 0.01 for w in trained.get_weights()])
+    trained.save(run / "best.keras")
+    with pytest.raises(RuntimeError, match="evaluate` again"):
+        export_run(run, "tiny", replace=True, **again)
+
     # The service's model catalog loads both exports (hash, shapes, labels) and serves them.
     from app.inference import ModelCatalog
     from app.settings import Settings
@@ -187,7 +205,7 @@ def test_train_224_transfer_model_one_epoch(fer_dir, tmp_path):
     assert json.loads((run / "config.json").read_text())["input"]["height"] == 224
 
 
-def test_time_budget_stops_cleanly_and_resume_continues(fer_dir, tmp_path):
+def test_time_budget_stops_cleanly_and_resume_continues(fer_dir, tmp_path, capsys):
     run = tmp_path / "resume"
     opts = dict(model="cnn_scratch", data=str(fer_dir), out=str(run), epochs=3, limit_per_class=4)
     # interrupted after the first epoch; cnn_scratch's recipe is Adam at a constant rate
@@ -200,14 +218,63 @@ def test_time_budget_stops_cleanly_and_resume_continues(fer_dir, tmp_path):
     assert steps_per_epoch > 1
     with pytest.raises(FileExistsError):
         train(TrainOptions(**opts))  # no silent overwrite of an existing run
-    train(TrainOptions(**opts, resume=True))  # without the flags: the recorded ones hold
+    # Without the flags the recorded ones hold; a different seed is named and ignored.
+    train(TrainOptions(**opts, resume=True, seed=7, split_seed=3))
+    assert "resuming: --seed 42 as the run started, not 7" in capsys.readouterr().out
     state = json.loads((run / "state.json").read_text())
     assert state["epochs_done"] == 3
+    resumed = json.loads((run / "config.json").read_text())
+    assert resumed["options"]["seed"] == 42 and resumed["options"]["split_seed"] is None
+    assert resumed["epochs"] == 3 and resumed["resumed_with"][0].startswith("python -m training")
     epochs = [int(r.split(",")[0]) for r in (run / "history.csv").read_text().splitlines()[1:]]
     assert epochs == [0, 1, 2]
     optimizer = keras.models.load_model(run / "last.keras").optimizer
     assert int(optimizer.iterations) == 3 * steps_per_epoch
     assert float(optimizer.learning_rate) == pytest.approx(0.02)
+
+
+def test_a_run_stopped_in_its_first_epoch_starts_again_on_resume(fer_dir, tmp_path):
+    run = tmp_path / "cut"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "history.csv").write_text("")  # what a run killed during epoch 1 leaves
+    opts = dict(model="cnn_scratch", data=str(fer_dir), out=str(run), epochs=1, limit_per_class=2)
+    with pytest.raises(FileExistsError):
+        train(TrainOptions(**opts))
+    train(TrainOptions(**opts, batch_size=4, resume=True))
+    assert json.loads((run / "state.json").read_text())["epochs_done"] == 1
+
+
+def test_a_folder_that_is_not_a_class_is_refused(tmp_path):
+    data = write_fer_folder(tmp_path / "fer", per_class=2)
+    (data / "train" / "happy").rename(data / "train" / "Happy")
+    with pytest.raises(RuntimeError, match="not classes: Happy"):
+        load_split(data, "train")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        "train --model emonet --data d --out o --mixup -1",
+        "train --model emonet --data d --out o --batch-size 0",
+        "train --model emonet --data d --out o --learning-rate 0",
+        "train --model emonet --data d --out o --time-budget 0",
+        "train --model emonet --data d --out o --teacher-weight 1.5",
+        "export --run r --name my_model/../x",
+        "quantize --model m --name 'my model' --data d",
+        "evaluate --onnx m --data d --tta",
+        "evaluate --onnx m --data d --limit-per-class 2",
+        "evaluate --run r --data d --out o",
+    ],
+)
+def test_cli_refuses_values_that_cannot_work(argv, capsys):
+    import shlex
+
+    from training.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(shlex.split(argv))
+    assert exit_.value.code == 2 and "error:" in capsys.readouterr().err
 
 
 def test_photo_folders_are_cropped_with_the_services_face_code(tmp_path, assets_dir, monkeypatch):
@@ -273,6 +340,8 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_pa
     for run in runs:
         _record_imbalanced_class_weights(run)
     ens = make_ensemble(runs, tmp_path / "ens")
+    with pytest.raises(FileExistsError, match="already holds"):
+        make_ensemble(runs[::-1], ens)  # would mix its metrics with another config
     metrics = evaluate_run(ens, fer_dir)
     assert metrics["validation"]["n"] == 7  # the members' shared split: 1 face per class
     shift = -np.log(IMBALANCED_WEIGHTS)

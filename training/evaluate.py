@@ -115,7 +115,13 @@ def evaluate_run(
     `tta` adds mirror test-time augmentation and `prior` the class-weight prior correction
     (`training.graph.prior_correction`); export folds in whatever was evaluated.
     """
-    from training.graph import architecture_name, load_members, prior_correction, serving_model
+    from training.graph import (
+        architecture_name,
+        checkpoint_digest,
+        load_members,
+        prior_correction,
+        serving_model,
+    )
 
     run = Path(run)
     config = json.loads((run / "config.json").read_text())
@@ -147,6 +153,7 @@ def evaluate_run(
             "log_prior_shift": shift,
             "test_data_fingerprint": test_fp,
             "train_data_fingerprint": config["data_fingerprint"],
+            "checkpoint_sha256": checkpoint_digest(run, config),
         },
     )
 

@@ -17,10 +17,16 @@ import numpy as np
 
 from app.labels import EMOTIONS
 from app.preprocess import prepare_batch
-from app.registry import InputInfo, ModelEntry, sha256_file, upsert
+from app.registry import InputInfo, ModelEntry, claim_name, sha256_file, upsert
 from training import architectures
 from training.data import load_split
-from training.graph import architecture_name, load_members, member_architectures, serving_model
+from training.graph import (
+    architecture_name,
+    checkpoint_digest,
+    load_members,
+    member_architectures,
+    serving_model,
+)
 from training.metrics import HEADLINE_KEYS
 
 OPSET = 17
@@ -81,9 +87,15 @@ def export_run(
     models_dir: str | Path = "models",
     data: str | Path | None = None,
     reports_dir: str | Path = "docs/results",
+    replace: bool = False,
 ) -> ModelEntry:
-    """Convert, check parity, register, and copy the run's metrics and pictures to reports_dir/NAME."""
+    """Convert, check parity, register, and copy the run's metrics and pictures to reports_dir/NAME.
+
+    An existing registry name is only overwritten with `replace` (it stays the default if it
+    was). The registry entry carries the run's metrics, so they must be of these checkpoints.
+    """
     run, models_dir = Path(run), Path(models_dir)
+    default = claim_name(models_dir, name, replace) or default
     config = json.loads((run / "config.json").read_text())
     metrics_file = run / "metrics.json"
     if not metrics_file.exists():
@@ -91,6 +103,11 @@ def export_run(
             f"{metrics_file} is missing: run `python -m training evaluate` first"
         )
     metrics = json.loads(metrics_file.read_text())
+    if metrics.get("checkpoint_sha256") != checkpoint_digest(run, config):
+        raise RuntimeError(
+            f"{metrics_file} does not describe the run's current checkpoints (trained on, or "
+            "evaluated by an older version, since): run `python -m training evaluate` again"
+        )
     arch = architectures.get(config["model"])
     spec = arch.input
     temperature = float(metrics.get("temperature", 1.0))

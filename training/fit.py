@@ -13,7 +13,7 @@ import math
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import keras
@@ -148,6 +148,27 @@ class RunState(keras.callbacks.Callback):
         plot_learning_curves([self.run / "history.csv"], self.run / "learning_curves.png")
 
 
+# What a resumed run takes from its command line; every other option is the run's own.
+RESUME_OVERRIDES = ("data", "out", "epochs", "time_budget_s", "resume")
+
+
+def resumed_options(given: TrainOptions, recorded: dict) -> TrainOptions:
+    """The run's recorded options, except RESUME_OVERRIDES; says which given values lose.
+
+    A resumed run must keep its seeds, subset and class weighting: a different split seed,
+    for one, would train on the validation faces that evaluation and ensembles rely on.
+    """
+    names = [f.name for f in fields(TrainOptions)]
+    kept = {k: v for k, v in recorded.items() if k in names}
+    for name in names:
+        if name in RESUME_OVERRIDES or name not in kept:
+            continue
+        if getattr(given, name) != kept[name]:
+            flag = "--" + name.removesuffix("_s").replace("_", "-")
+            print(f"resuming: {flag} {kept[name]} as the run started, not {getattr(given, name)}")
+    return replace(given, **{k: v for k, v in kept.items() if k not in RESUME_OVERRIDES})
+
+
 def _optimizer(name: str, lr: float, weight_decay: float) -> keras.optimizers.Optimizer:
     if name == "sgd_cosine":
         return keras.optimizers.SGD(
@@ -160,15 +181,18 @@ def train(opts: TrainOptions) -> Path:
     """Run (or resume) one training run and return the run folder."""
     if not 0.0 <= opts.teacher_weight <= 1.0:
         raise ValueError(f"teacher_weight must lie in [0, 1], not {opts.teacher_weight}")
-    arch = architectures.get(opts.model)
-    recipe = arch.recipe
     run = Path(opts.out)
     state_file = run / "state.json"
     state = json.loads(state_file.read_text()) if opts.resume and state_file.exists() else None
     if opts.resume and state is None:
-        print(f"nothing to resume in {run}; starting a new run")
-    if state is None and (run / "history.csv").exists():
+        print(f"no finished epoch in {run}; starting a new run")
+    if state is None and not opts.resume and (run / "history.csv").exists():
         raise FileExistsError(f"{run} already holds a run; use --resume or another --out")
+    recorded = json.loads((run / "config.json").read_text()) if state is not None else None
+    if recorded is not None:
+        opts = resumed_options(opts, recorded["options"])
+    arch = architectures.get(opts.model)
+    recipe = arch.recipe
     run.mkdir(parents=True, exist_ok=True)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if opts.mixed_precision else "float32")
     keras.utils.set_random_seed(opts.seed)
@@ -176,7 +200,12 @@ def train(opts: TrainOptions) -> Path:
     train_split, val_split, fingerprint = split_train(
         opts.data, opts.limit_per_class, recorded_split_seed(asdict(opts)), VAL_FRACTION
     )
-    epochs = opts.epochs or recipe.epochs
+    if recorded is not None and fingerprint != recorded["data_fingerprint"]:
+        raise RuntimeError(
+            f"{opts.data} is not the data {run} started on "
+            f"(fingerprint {fingerprint}, run {recorded['data_fingerprint']})"
+        )
+    epochs = opts.epochs or (recorded or {}).get("epochs") or recipe.epochs
     batch = opts.batch_size or recipe.batch_size
     peak_lr = opts.learning_rate or recipe.learning_rate
     mixup = recipe.mixup if opts.mixup is None else opts.mixup
@@ -210,8 +239,14 @@ def train(opts: TrainOptions) -> Path:
         )
         initial_epoch, elapsed, best = 0, 0.0, None
     else:
-        config = json.loads((run / "config.json").read_text())
+        config = recorded
         # A resumed run keeps its batch size, peak learning rate and mixup; only --epochs may grow.
+        config["epochs"] = epochs
+        config["options"] |= {k: getattr(opts, k) for k in RESUME_OVERRIDES}
+        config.setdefault("resumed_with", []).append(
+            "python -m training " + shlex.join(sys.argv[1:])
+        )
+        (run / "config.json").write_text(json.dumps(config, indent=2, default=str))
         batch = config["batch_size"]
         peak_lr = config.get("learning_rate", recipe.learning_rate)
         mixup = config.get("mixup", recipe.mixup)
@@ -276,6 +311,7 @@ def train(opts: TrainOptions) -> Path:
             epochs=epochs,
             initial_epoch=initial_epoch,
             callbacks=callbacks,
+            shuffle=False,  # make_dataset shuffles; Keras would only warn that it cannot
             verbose=2,
         )
     print(f"done: best checkpoint {run / 'best.keras'}")

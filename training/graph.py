@@ -7,19 +7,24 @@ describe exactly the model the service runs.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
 import keras
 from keras import layers, ops
 
+from app.registry import sha256_file
 from training import architectures
 from training.architectures import Architecture
 
 
 def load_best_weights(model: keras.Model, run: str | Path) -> None:
     """Copy a run's best checkpoint into `model`, a build of the same architecture."""
-    trained = keras.models.load_model(Path(run) / "best.keras")
+    path = Path(run) / "best.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: that run has not finished an epoch")
+    trained = keras.models.load_model(path)
     model.set_weights(trained.get_weights())
 
 
@@ -47,6 +52,18 @@ def load_members(run: Path, config: dict) -> list[keras.Model]:
     members = [Path(m) for m in config.get("members", [])] or [run]
     archs = member_architectures(config)
     return [load_float32(m, arch) for m, arch in zip(members, archs, strict=True)]
+
+
+def checkpoint_digest(run: Path, config: dict) -> str:
+    """SHA-256 over the best checkpoint of the run or of every ensemble member, in order.
+
+    `evaluate` records it and `export` compares it, so a run trained further (or an ensemble
+    folder rewritten) after its evaluation cannot ship the old metrics and temperature.
+    """
+    digest = hashlib.sha256()
+    for member in [Path(m) for m in config.get("members", [])] or [Path(run)]:
+        digest.update(sha256_file(member / "best.keras").encode())
+    return digest.hexdigest()
 
 
 def prior_correction(config: dict) -> list[float] | None:

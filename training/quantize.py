@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from app.preprocess import prepare_batch
-from app.registry import load_registry, sha256_file, upsert
+from app.registry import claim_name, load_registry, sha256_file, upsert
 from training.data import load_split
 from training.evaluate import predict_onnx_file, write_evaluation
 from training.metrics import HEADLINE_KEYS
@@ -65,13 +65,18 @@ def quantize_registered(
     max_drop: float = 0.01,
     reports_dir: str | Path = "docs/results",
     seed: int = 0,
+    replace: bool = False,
 ):
-    """Quantize registry entry `source` into `name`, evaluate it on test/, and register it."""
+    """Quantize registry entry `source` into `name`, evaluate it on test/, and register it.
+
+    An existing `name` is only overwritten with `replace` (it stays the default if it was).
+    """
     import onnxruntime as ort
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     models_dir = Path(models_dir)
+    default = claim_name(models_dir, name, replace) or default
     src = load_registry(models_dir).get(source)
     if src is None:
         raise KeyError(f"model {source!r} is not in {models_dir}/registry.json")
