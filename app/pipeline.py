@@ -51,6 +51,7 @@ class PreparedImage:
     faces: list[Face]
     batch: np.ndarray
     timing: dict[str, float] = field(default_factory=dict)
+    rgb: np.ndarray | None = None  # the decoded photo, kept only to draw on it
 
 
 def _ms(t0: float, t1: float) -> float:
@@ -68,8 +69,13 @@ def find_faces(rgb: np.ndarray, options: Options) -> list[Face]:
     return faces[: options.max_faces]
 
 
-def prepare_image(data: bytes, spec: InputSpec, options: Options) -> PreparedImage:
-    """Bytes to a model-ready batch of this image's faces (raises `ImageError` on bad input)."""
+def prepare_image(
+    data: bytes, spec: InputSpec, options: Options, keep_rgb: bool = False
+) -> PreparedImage:
+    """Bytes to a model-ready batch of this image's faces (raises `ImageError` on bad input).
+
+    `keep_rgb` keeps the decoded photo on the result, for `/predict/annotated` to draw on.
+    """
     t0 = time.perf_counter()
     rgb = decode_image(data, options.max_pixels)
     t1 = time.perf_counter()
@@ -86,7 +92,7 @@ def prepare_image(data: bytes, spec: InputSpec, options: Options) -> PreparedIma
         "align": _ms(t2, t3),
         "preprocess": _ms(t3, t4),
     }
-    return PreparedImage(width, height, faces, batch, timing)
+    return PreparedImage(width, height, faces, batch, timing, rgb if keep_rgb else None)
 
 
 def classify(

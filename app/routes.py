@@ -1,6 +1,6 @@
 """HTTP routes: thin adapters between requests and `app.pipeline` running on the worker pool.
 
-The two predict routes use `PredictRoute`, which does its checks *before* the multipart body
+The predict routes use `PredictRoute`, which does its checks *before* the multipart body
 is read: the in-flight gate (503 + Retry-After when full) and the body-size cap (413 from
 Content-Length, or as soon as the streamed body passes the cap), so an overloaded or
 oversized request costs almost nothing. The per-file byte limit is checked once parsing has
@@ -24,6 +24,7 @@ from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive
 
+from app.annotate import MEDIA_TYPES, PictureFormat, annotate, encode
 from app.inference import OnnxModel
 from app.labels import EMOTIONS
 from app.pipeline import STAGES, Fallback, Options, PreparedImage, classify, prepare_image
@@ -273,6 +274,43 @@ def build_router(settings: Settings) -> APIRouter:
         route_class=PredictRoute, dependencies=secured, responses=PREDICT_ERRORS
     )
 
+    async def predict_one(
+        request: Request, file: UploadFile, query: PredictQuery, picture: PictureFormat | None
+    ) -> tuple[OnnxModel, PreparedImage, np.ndarray, dict[str, float], bytes | None]:
+        """One image through the pipeline in one trip to the worker pool; with `picture`,
+        the annotated photo is drawn and encoded there too."""
+        t0 = time.perf_counter()
+        runtime = runtime_of(request)
+        model = runtime.model(query.model)
+        options = query.options(runtime)
+        data = await read_upload(file, runtime.settings)
+        metrics = request.app.state.metrics
+        observe = metrics.inference.labels(model.entry.name).observe
+
+        def work() -> tuple[PreparedImage, np.ndarray | Exception, float, bytes | None]:
+            image = prepare_image(data, model.spec, options, keep_rgb=picture is not None)
+            results, ms = _timed_classify(model, [image], observe)
+            drawn = None
+            if picture is not None and image.rgb is not None and isinstance(results[0], np.ndarray):
+                drawn = encode(annotate(image.rgb, image.faces, results[0]), picture)
+                image.rgb = None
+            return image, results[0], ms, drawn
+
+        try:
+            image, probs, inference_ms, drawn = await runtime.run(work)
+            if isinstance(probs, Exception):
+                raise _inference_failed(probs)
+        except ProblemError as e:
+            metrics.image_errors.labels(e.slug).inc()
+            raise
+        metrics.faces.observe(len(image.faces))
+        timing = {
+            **image.timing,
+            "inference": inference_ms,
+            "total": (time.perf_counter() - t0) * 1000.0,
+        }
+        return model, image, probs, timing, drawn
+
     @predict_router.post(
         "/predict", response_model=PredictResponse, summary="Emotions of every face in one image"
     )
@@ -283,39 +321,47 @@ def build_router(settings: Settings) -> APIRouter:
         ],
         query: Annotated[PredictQuery, Depends()],
     ) -> PredictResponse:
-        t0 = time.perf_counter()
-        runtime = runtime_of(request)
-        model = runtime.model(query.model)
-        options = query.options(runtime)
-        data = await read_upload(file, runtime.settings)
-        metrics = request.app.state.metrics
-        observe = metrics.inference.labels(model.entry.name).observe
-
-        def work() -> tuple[PreparedImage, list[np.ndarray | Exception], float]:
-            image = prepare_image(data, model.spec, options)
-            results, ms = _timed_classify(model, [image], observe)
-            return image, results, ms
-
-        try:
-            image, results, inference_ms = await runtime.run(work)
-            if isinstance(results[0], Exception):
-                raise _inference_failed(results[0])
-        except ProblemError as e:
-            metrics.image_errors.labels(e.slug).inc()
-            raise
-        metrics.faces.observe(len(image.faces))
-        faces = face_outputs(image, results[0])
-        timing = {
-            **image.timing,
-            "inference": inference_ms,
-            "total": (time.perf_counter() - t0) * 1000.0,
-        }
+        model, image, probs, timing, _ = await predict_one(request, file, query, None)
         return PredictResponse(
             model=ModelRef(name=model.entry.name, version=model.entry.version),
             image=ImageSize(width=image.width, height=image.height),
-            faces=faces,
+            faces=face_outputs(image, probs),
             timing_ms={k: round(v, 3) for k, v in timing.items()},
         )
+
+    @predict_router.post(
+        "/predict/annotated",
+        response_class=Response,
+        summary="The photo with each face boxed and labelled with its top emotion",
+        responses={
+            200: {
+                "description": "the annotated photo; X-Faces: the number of faces drawn, "
+                "X-Model: the model's name and version",
+                "content": {media: {} for media in MEDIA_TYPES.values()},
+                "headers": {
+                    "X-Faces": {"schema": {"type": "integer"}},
+                    "X-Model": {"schema": {"type": "string"}},
+                },
+            }
+        },
+    )
+    async def predict_annotated(
+        request: Request,
+        file: Annotated[
+            UploadFile, File(description="JPEG, PNG, WebP, BMP, TIFF or GIF (first frame)")
+        ],
+        query: Annotated[PredictQuery, Depends()],
+        picture: Annotated[
+            PictureFormat, Query(alias="format", description="jpeg (quality 90) or png")
+        ] = "jpeg",
+    ) -> Response:
+        model, image, _, _, drawn = await predict_one(request, file, query, picture)
+        assert drawn is not None  # predict_one raised otherwise
+        headers = {
+            "X-Faces": str(len(image.faces)),
+            "X-Model": f"{model.entry.name} {model.entry.version}",
+        }
+        return Response(drawn, media_type=MEDIA_TYPES[picture], headers=headers)
 
     @predict_router.post(
         "/predict/batch",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import numpy as np
 import pytest
+from PIL import Image
 from prometheus_client import REGISTRY
 
 from app.labels import EMOTIONS
@@ -113,6 +115,45 @@ def test_no_face_gives_an_empty_list_unless_fallback_whole(client):
     (face,) = post(client, coffee, fallback="whole").json()["faces"]
     assert face["detected"] is False and face["score"] is None
     assert face["box"] == {"x": 0, "y": 0, "width": 600, "height": 400}
+
+
+def test_annotated_photo_draws_each_face_box_in_its_emotion_colour(client):
+    from app.annotate import COLORS
+
+    group = images.encode(images.group(), "PNG")
+    faces = post(client, group, "group.png", detector="full").json()["faces"]
+    r = client.post(
+        "/predict/annotated",
+        params={"detector": "full", "format": "png"},
+        files={"file": ("group.png", group, "image/png")},
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.headers["x-faces"] == "3" and r.headers["x-model"].startswith("gray48 ")
+    drawn = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert drawn.shape == images.group().shape
+    for face in faces:  # the box's bottom edge, in the colour of the face's top emotion
+        b = face["box"]
+        bottom = drawn[b["y"] + b["height"] - 1, b["x"] + 2 : b["x"] + b["width"] - 2]
+        assert (bottom == COLORS[face["emotion"]]).all(), face["emotion"]
+    # Outside every box and label the photo is untouched (PNG is lossless).
+    assert (drawn[-3:, :] == images.group()[-3:, :]).all()
+
+
+def test_annotated_photo_is_a_jpeg_by_default_and_refuses_bad_input_like_predict(client):
+    r = client.post("/predict/annotated", files={"file": ("a.jpg", jpeg(), "image/jpeg")})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert r.content[:3] == b"\xff\xd8\xff" and r.headers["x-faces"] == "1"
+    coffee = client.post("/predict/annotated", files={"file": ("c.jpg", jpeg(images.no_face()))})
+    assert coffee.status_code == 200 and coffee.headers["x-faces"] == "0"
+    bad = client.post("/predict/annotated", files={"file": ("t.txt", b"hello")})
+    assert_problem(bad, 400, "not-an-image")
+    assert_problem(
+        client.post(
+            "/predict/annotated", params={"format": "gif"}, files={"file": ("a.jpg", jpeg())}
+        ),
+        422,
+        "invalid-request",
+    )
 
 
 def test_exif_rotated_photo_boxes_are_in_the_displayed_frame(client):

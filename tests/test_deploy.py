@@ -629,7 +629,8 @@ def test_gateway_body_limits_match_app_limits():
 
     fields = Settings.model_fields
     per_file = fields["max_upload_bytes"].default + MULTIPART_OVERHEAD
-    assert per_file <= nginx_body_cap("/emotion/predict") <= per_file + 1024 * 1024
+    for one_image in ("/emotion/predict", "/emotion/predict/annotated"):
+        assert per_file <= nginx_body_cap(one_image) <= per_file + 1024 * 1024
     batch_cap = nginx_body_cap("/emotion/predict/batch")
     assert per_file < batch_cap <= fields["max_batch_files"].default * per_file
 

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import httpx
 import pytest
 
@@ -266,6 +267,21 @@ def test_predict_through_gateway(client, instances):
     assert face["detected"] is True and abs(sum(face["probabilities"].values()) - 1) < 1e-4
     assert response.headers["X-Request-ID"] == rid
     assert len(served_by(instances, rid)) == 1  # the app's log line has the same id
+
+
+def test_annotated_photo_through_gateway(client):
+    """Its own location: a photo over the 1 MiB default body cap still reaches a replica."""
+    photo = encode(cv2.resize(astronaut(), (1200, 1200)), "PNG")
+    assert len(photo) > 1024 * 1024
+    response = send(
+        client,
+        "POST",
+        f"{PREFIX}/predict/annotated",
+        files={"file": ("big.png", photo, "image/png")},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.headers["X-Faces"] == "1" and response.content[:2] == b"\xff\xd8"
 
 
 def test_docs_and_openapi_through_gateway(client):

@@ -153,7 +153,13 @@ def test_no_route_takes_a_path(client: TestClient) -> None:
         for op in ops.values()
         for p in op.get("parameters", [])
     }
-    assert params <= {"model", "detector", "fallback", "max_faces"}
+    assert params <= {"model", "detector", "fallback", "max_faces", "format"}
+    annotated = client.post(
+        "/predict/annotated",
+        files={"file": ("a.jpg", PHOTO, "image/jpeg")},
+        params={"format": "../../etc/passwd"},
+    )
+    assert annotated.status_code == 422 and "format" in annotated.text  # an enum, not a path
     assert not [r for r in client.app.routes if isinstance(r, Mount)], "no static file mounts"
     for url in ("/../../etc/passwd", "/docs/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd"):
         r = client.get(url)
