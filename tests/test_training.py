@@ -492,3 +492,18 @@ def test_distillation_from_a_teacher_run_and_warm_start(fer_dir, tmp_path, capsy
     want = keras.models.load_model(teacher / "best.keras").get_weights()
     for got, ref in zip(model.get_weights(), want, strict=True):
         np.testing.assert_array_equal(got, ref)
+
+
+def test_onnx_evaluation_turns_logits_into_probabilities_as_the_service_does(tmp_path):
+    """`evaluate --onnx` and quantize score what `/predict` returns, whatever the output kind."""
+    from app.inference import OnnxModel
+    from app.preprocess import prepare_batch
+    from tests.tiny_models import TinySpec, add_model
+    from training.evaluate import predict_onnx_file
+
+    entry = add_model(tmp_path, "lg", TinySpec(48, 48, 1, output="logits", seed=1), temperature=2.0)
+    faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), np.uint8)
+    got = predict_onnx_file(tmp_path / entry.file, entry, faces)
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-9)
+    served = OnnxModel(entry, tmp_path).predict(prepare_batch(faces, entry.input.spec()))
+    np.testing.assert_allclose(got, served, atol=1e-6)

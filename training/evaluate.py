@@ -14,6 +14,7 @@ import numpy as np
 
 from app.labels import EMOTIONS
 from app.preprocess import InputSpec
+from app.registry import ModelEntry
 from training import architectures
 from training.data import Split, load_split, recorded_split_seed
 from training.fit import VAL_FRACTION, split_train
@@ -158,20 +159,22 @@ def evaluate_run(
     )
 
 
-def predict_onnx_file(
-    path: Path, spec: InputSpec, labels: list[str], faces: np.ndarray
-) -> np.ndarray:
-    """Probabilities of an ONNX file for 48x48 faces, prepared by the shared code, in EMOTIONS order."""
+def predict_onnx_file(path: Path, entry: ModelEntry, faces: np.ndarray) -> np.ndarray:
+    """Probabilities of an ONNX file described by `entry` for 48x48 faces, in EMOTIONS order.
+
+    Faces are prepared and outputs turned into probabilities (logits, temperature) by the
+    service's own code, so this scores exactly what `/predict` would return.
+    """
     import onnxruntime as ort
 
-    from app.inference import label_columns
+    from app.inference import label_columns, to_probabilities
     from app.preprocess import prepare_batch
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    x = prepare_batch(faces, spec)
+    x = prepare_batch(faces, entry.input.spec())
     out = np.concatenate([sess.run(None, {name: x[i : i + 256]})[0] for i in range(0, len(x), 256)])
-    return out[:, label_columns(labels)].astype(np.float64)
+    return to_probabilities(out, entry)[:, label_columns(entry.labels)]
 
 
 def predict_onnx(models_dir: str | Path, name: str, faces: np.ndarray) -> np.ndarray:
@@ -184,7 +187,7 @@ def predict_onnx(models_dir: str | Path, name: str, faces: np.ndarray) -> np.nda
     entry = load_registry(Path(models_dir)).get(name)
     if entry is None:
         raise KeyError(f"model {name!r} is not in {models_dir}/registry.json")
-    return predict_onnx_file(Path(models_dir) / entry.file, entry.input.spec(), entry.labels, faces)
+    return predict_onnx_file(Path(models_dir) / entry.file, entry, faces)
 
 
 def evaluate_registered(

@@ -106,7 +106,7 @@ def quantize_registered(
             nodes_to_exclude=_head_nodes(pre),
         )
         test, test_fp = load_split(data, "test")
-        probs = predict_onnx_file(Path(tmp) / "q.onnx", spec, src.labels, test.x)
+        probs = predict_onnx_file(Path(tmp) / "q.onnx", src, test.x)
         accuracy = float(np.mean(probs.argmax(1) == test.y))
         drop = src.metrics.get("accuracy", accuracy) - accuracy
         if drop > max_drop:
