@@ -5,7 +5,8 @@
 
 It sends --requests sequential POST /predict calls with a 640x480 JPEG holding one face
 (the scikit-image astronaut, cut and scaled) and reports client-side p50/p95 latency and
-the server's own per-stage medians, then sends --rounds POST /predict/batch calls of
+the server's own per-stage medians, then half as many POST /predict/annotated calls
+(p50/p95 with the JPEG drawn and sent back), then --rounds POST /predict/batch calls of
 --batch-files copies each and reports faces per second. Without --url it serves
 --models-dir (default: models/, or tiny generated models when that has no registry.json).
 Run it on an otherwise idle machine; anything else using the CPU inflates the numbers.
@@ -82,6 +83,20 @@ def bench_single(http: httpx.Client, photo: bytes, n: int, params: dict) -> dict
     }
 
 
+def bench_annotated(http: httpx.Client, photo: bytes, n: int, params: dict) -> list[float]:
+    """Client-side latencies of /predict/annotated (JPEG back): what drawing adds."""
+    files = {"file": ("photo.jpg", photo, "image/jpeg")}
+    latencies = []
+    for i in range(n + 10):  # the first 10 warm up
+        t0 = time.perf_counter()
+        r = http.post("/predict/annotated", files=files, params=params)
+        if i >= 10:
+            latencies.append((time.perf_counter() - t0) * 1000)
+        r.raise_for_status()
+        assert r.headers["x-faces"] == "1", r.headers
+    return latencies
+
+
 def bench_batch(http: httpx.Client, photo: bytes, files: int, rounds: int, params: dict) -> dict:
     parts = [("files", (f"p{i}.jpg", photo, "image/jpeg")) for i in range(files)]
     http.post("/predict/batch", files=parts, params=params).raise_for_status()
@@ -94,7 +109,7 @@ def bench_batch(http: httpx.Client, photo: bytes, files: int, rounds: int, param
     return {"faces": faces, "seconds": seconds, "per_request_ms": seconds / rounds * 1000}
 
 
-def report(single: dict, batch: dict, args, target: str) -> None:
+def report(single: dict, annotated: list[float], batch: dict, args, target: str) -> None:
     lat = single["latencies"]
     print(f"\ntarget: {target}")
     print(
@@ -111,6 +126,8 @@ def report(single: dict, batch: dict, args, target: str) -> None:
         "  server stage medians (ms): "
         + ", ".join(f"{k} {v:.2f}" for k, v in single["stages"].items())
     )
+    print(f"\nPOST /predict/annotated, same photo, JPEG back, {len(annotated)} requests")
+    print(f"  p50 {percentile(annotated, 50):.2f}  p95 {percentile(annotated, 95):.2f}  (ms)")
     print(f"\nPOST /predict/batch, {args.batch_files} files x {args.rounds} requests")
     print(
         f"  {batch['faces'] / batch['seconds']:8.1f} faces/s   "
@@ -141,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     def run(url: str, target: str) -> None:
         with httpx.Client(base_url=url, timeout=60) as http:
             single = bench_single(http, photo, args.requests, params)
+            annotated = bench_annotated(http, photo, args.requests // 2, params)
             batch = bench_batch(http, photo, args.batch_files, args.rounds, params)
-        report(single, batch, args, target)
+        report(single, annotated, batch, args, target)
 
     if args.url:
         run(args.url.rstrip("/"), args.url)
