@@ -250,6 +250,9 @@ def test_a_folder_that_is_not_a_class_is_refused(tmp_path):
     (data / "train" / "happy").rename(data / "train" / "Happy")
     with pytest.raises(RuntimeError, match="not classes: Happy"):
         load_split(data, "train")
+    with pytest.raises(RuntimeError, match="not classes"):
+        train(TrainOptions(model="emonet", data=str(data), out=str(tmp_path / "never")))
+    assert not (tmp_path / "never").exists()  # a failed start leaves no empty run folder
 
 
 @pytest.mark.parametrize(

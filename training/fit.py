@@ -193,7 +193,6 @@ def train(opts: TrainOptions) -> Path:
         opts = resumed_options(opts, recorded["options"])
     arch = architectures.get(opts.model)
     recipe = arch.recipe
-    run.mkdir(parents=True, exist_ok=True)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if opts.mixed_precision else "float32")
     keras.utils.set_random_seed(opts.seed)
 
@@ -205,6 +204,7 @@ def train(opts: TrainOptions) -> Path:
             f"{opts.data} is not the data {run} started on "
             f"(fingerprint {fingerprint}, run {recorded['data_fingerprint']})"
         )
+    run.mkdir(parents=True, exist_ok=True)  # only once the data loaded: no empty run folders
     epochs = opts.epochs or (recorded or {}).get("epochs") or recipe.epochs
     batch = opts.batch_size or recipe.batch_size
     peak_lr = opts.learning_rate or recipe.learning_rate
