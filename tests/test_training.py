@@ -11,9 +11,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from app.preprocess import prepare_batch  # noqa: E402
 from app.registry import load_registry, sha256_file  # noqa: E402
 from tests.fer_layout import write_fer_folder  # noqa: E402
 from training import architectures  # noqa: E402
+from training.architectures import GRAY48  # noqa: E402
 from training.cli import parse_duration  # noqa: E402
 from training.data import (  # noqa: E402
     class_weights,
@@ -158,6 +160,11 @@ def test_train_48_evaluate_export_and_serve(fer_dir, tmp_path):
     ).stat().st_size / 2
     assert load_registry(models_dir).default.name == "tiny"  # not made default unless asked
     assert q.metrics["n"] == 28 and "quantized_from" in q.training  # 4 test faces per class
+    from training.recover import read_members
+
+    assert len(read_members(models_dir / "tiny.onnx")) == 1  # mirror TTA: one network, twice
+    with pytest.raises(RuntimeError, match="is int8; recover from the float32"):
+        read_members(models_dir / "tiny-int8.onnx")
 
     # A registered name is only overwritten when asked, and a replaced default stays default.
     again = dict(models_dir=models_dir, data=fer_dir, reports_dir=tmp_path / "reports")
@@ -309,10 +316,17 @@ def _record_imbalanced_class_weights(run: Path) -> None:
 
 
 @pytest.mark.parametrize("second", ["emonet", "emonet_deep"])
-def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_path, second):
+def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(
+    fer_dir, tmp_path, second, monkeypatch
+):
     models = ["emonet", second]
     runs = [tmp_path / f"member{seed}" for seed in (1, 2)]
     for seed, run, model in zip((1, 2), runs, models, strict=True):
+        # The command the run records (and `recover` reads back) is the process's own.
+        argv = f"train --model {model} --data {fer_dir} --out {run} --epochs 1 --batch-size 16"
+        monkeypatch.setattr(
+            "sys.argv", ["training", *argv.split(), f"--seed={seed}", "--split-seed=5"]
+        )
         train(
             TrainOptions(
                 model=model,
@@ -384,6 +398,29 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(fer_dir, tmp_pa
 
     head = _head_nodes(tmp_path / "models" / "duo.onnx")
     assert sum("MatMul" in n for n in head) == 2, head
+
+    # `recover` turns the shipped file back into runs that give the members' own logits and
+    # join ensembles with the originals; batch norms start from their data's statistics.
+    from training.recover import CALIBRATION_FACES, recover
+
+    recovered = recover(tmp_path / "models", "duo", fer_dir, tmp_path / "rec")
+    assert [r.name for r in recovered] == [r.name for r in runs]
+    for run, back, model, want in zip(runs, recovered, models, logits, strict=True):
+        config = json.loads((back / "config.json").read_text())
+        assert config["model"] == model and config["options"]["seed"] == int(run.name[-1])
+        assert config["recovered_from"].startswith(f"duo {entry.version} ")
+        np.testing.assert_allclose(list(config["class_weights"].values()), IMBALANCED_WEIGHTS)
+        m = load_float32(back, architectures.get(model))
+        got = keras.Model(m.input, m.get_layer("logits").output).predict(faces, verbose=0)
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        norm = next(la for la in m.layers if isinstance(la, keras.layers.BatchNormalization))
+        train_faces = prepare_batch(split_train(fer_dir, None, 5, 0.1)[0].x, GRAY48)
+        assert len(train_faces) <= CALIBRATION_FACES  # so recover saw all of them
+        conv = keras.Model(m.input, m.layers[1].output).predict(train_faces, verbose=0)
+        np.testing.assert_allclose(norm.moving_mean.numpy(), conv.mean((0, 1, 2)), atol=1e-4)
+    make_ensemble([runs[0], recovered[1]], tmp_path / "mixed")  # same data and split
+    with pytest.raises(FileExistsError, match="already holds"):
+        recover(tmp_path / "models", "duo", fer_dir, tmp_path / "rec")
 
 
 def test_distillation_targets_mix_labels_and_teacher_probabilities():

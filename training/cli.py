@@ -1,4 +1,5 @@
-"""Command line: models | train | evaluate | ensemble | export | quantize | compare | baseline-fer."""
+"""Command line: models | train | evaluate | ensemble | recover | export | quantize | compare |
+baseline-fer."""
 
 from __future__ import annotations
 
@@ -183,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--run", action="append", required=True, help="a member run (repeat)")
     n.add_argument("--out", required=True)
 
+    r = sub.add_parser(
+        "recover",
+        help="turn the networks of a registered float32 model back into run folders",
+    )
+    r.add_argument("--model", required=True, help="registered float32 model")
+    r.add_argument("--data", required=True, help="the data it was trained on (calibration)")
+    r.add_argument("--out", required=True, help="folder for one run per network")
+    r.add_argument("--models-dir", default="models")
+
     x = sub.add_parser("export", help="export a run to models/NAME.onnx and register it")
     x.add_argument("--run", required=True)
     x.add_argument("--name", required=True, type=model_name)
@@ -219,36 +229,41 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def train_options(args: argparse.Namespace):
+    """The `train` subcommand's arguments as TrainOptions (also read back by `recover`)."""
+    from training.fit import TrainOptions
+
+    return TrainOptions(
+        model=args.model,
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        time_budget_s=args.time_budget,
+        weights=args.weights,
+        seed=args.seed,
+        split_seed=args.split_seed,
+        limit_per_class=args.limit_per_class,
+        resume=args.resume,
+        class_weights=not args.no_class_weights,
+        mixed_precision=not args.no_mixed_precision,
+        teacher=args.teacher,
+        teacher_weight=args.teacher_weight,
+        init_from=args.init_from,
+        mixup=args.mixup,
+    )
+
+
 def run_command(args: argparse.Namespace) -> None:
     if args.command == "models":
         from training.summary import print_models
 
         print_models()
     elif args.command == "train":
-        from training.fit import TrainOptions, train
+        from training.fit import train
 
-        train(
-            TrainOptions(
-                model=args.model,
-                data=args.data,
-                out=args.out,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                learning_rate=args.learning_rate,
-                time_budget_s=args.time_budget,
-                weights=args.weights,
-                seed=args.seed,
-                split_seed=args.split_seed,
-                limit_per_class=args.limit_per_class,
-                resume=args.resume,
-                class_weights=not args.no_class_weights,
-                mixed_precision=not args.no_mixed_precision,
-                teacher=args.teacher,
-                teacher_weight=args.teacher_weight,
-                init_from=args.init_from,
-                mixup=args.mixup,
-            )
-        )
+        train(train_options(args))
     elif args.command == "evaluate":
         from training.evaluate import evaluate_registered, evaluate_run
 
@@ -301,6 +316,10 @@ def run_command(args: argparse.Namespace) -> None:
         from training.ensemble import make_ensemble
 
         make_ensemble(args.run, args.out)
+    elif args.command == "recover":
+        from training.recover import recover
+
+        recover(args.models_dir, args.model, args.data, args.out)
     elif args.command == "export":
         from training.export import export_run
 

@@ -1,0 +1,244 @@
+"""Turn the members of a registered float32 ONNX model back into training runs.
+
+Run folders stay on the machine that trained them; what ships, and so what a later session or
+another data scientist has, is the ONNX file in `models/` and its registry entry. Recovering
+its members as runs lets them join a new ensemble (`ensemble`), be scored (`evaluate`) or seed
+a longer training (`train --init-from`) without training them again.
+
+Export folds each batch norm into the convolution (or dense layer) before it, so the recovered
+network gets the folded kernels and batch norms that reproduce them exactly in inference. Their
+moving statistics are set to the statistics of the layer's output on training faces, so a
+batch norm in training mode (batch statistics) starts out computing nearly the same function.
+The recovered graph must reproduce the shipped file's probabilities, or nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.preprocess import prepare_batch
+from app.registry import load_registry
+from training import architectures
+from training.data import class_weights
+from training.export import PARITY_TOL
+from training.fit import VAL_FRACTION, split_train
+
+CALIBRATION_FACES = 2048
+PARITY_FACES = 256
+_LOGITS_ADD = re.compile(r"/logits(_\d+)?/BiasAdd$")
+
+
+@dataclass
+class MemberWeights:
+    """One member's weights as the ONNX graph holds them (convolutions in NCHW order)."""
+
+    convs: list[tuple[np.ndarray, np.ndarray]]  # (kernel OIHW, bias) with batch norm folded in
+    dense: tuple[np.ndarray, np.ndarray, np.ndarray]  # (kernel, scale, offset) of the BN head
+    logits: tuple[np.ndarray, np.ndarray]  # (kernel, bias)
+
+    def same_as(self, other: MemberWeights) -> bool:
+        return len(self.convs) == len(other.convs) and all(
+            np.array_equal(a[0], b[0]) for a, b in zip(self.convs, other.convs, strict=True)
+        )
+
+
+def read_members(path: Path) -> list[MemberWeights]:
+    """Each distinct member network of an exported graph, in the order of its logits.
+
+    A member is everything upstream of one `logits` bias-add; mirror TTA runs a member twice,
+    so chains with the same weights count once.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node):
+        raise RuntimeError(f"{path} is int8; recover from the float32 model it was quantized from")
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    producer = {out: n for n in graph.node for out in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    order = {id(n): i for i, n in enumerate(graph.node)}
+
+    def upstream(node) -> list:
+        seen, todo = {id(node): node}, [node]
+        while todo:
+            for name in todo.pop().input:
+                up = producer.get(name)
+                if up is not None and id(up) not in seen:
+                    seen[id(up)] = up
+                    todo.append(up)
+        return sorted(seen.values(), key=lambda n: order[id(n)])
+
+    def param(node, index: int) -> np.ndarray:
+        return weights[node.input[index]]
+
+    members: list[MemberWeights] = []
+    for head in (n for n in graph.node if n.op_type == "Add" and _LOGITS_ADD.search(n.name)):
+        nodes = upstream(head)
+        convs = [(param(n, 1), param(n, 2)) for n in nodes if n.op_type == "Conv"]
+        matmuls = [n for n in nodes if n.op_type == "MatMul"]
+        if len(matmuls) != 2 or not convs:
+            raise RuntimeError(f"{path}: member of {head.name} is not a conv stack + dense head")
+        dense, logits = matmuls
+        mul = consumers[dense.output[0]][0]
+        add = consumers[mul.output[0]][0]
+        member = MemberWeights(
+            convs,
+            (param(dense, 1), weights[mul.input[1]], weights[add.input[1]]),
+            (param(logits, 1), weights[head.input[1]]),
+        )
+        if not any(member.same_as(m) for m in members):
+            members.append(member)
+    if not members:
+        raise RuntimeError(f"{path} has no `logits` layer: not exported by this package")
+    return members
+
+
+def _matching_architecture(names: list[str], member: MemberWeights) -> architectures.Architecture:
+    """The first named architecture whose convolutions have this member's kernel shapes."""
+    import keras
+
+    shapes = [k.transpose(2, 3, 1, 0).shape for k, _ in member.convs]
+    for name in names:
+        model = architectures.get(name).build(None)
+        if [tuple(c.kernel.shape) for c in _layers(model, keras.layers.Conv2D)] == shapes:
+            return architectures.get(name)
+    raise RuntimeError(f"no architecture of {', '.join(names)} has this member's convolutions")
+
+
+def _layers(model, kind) -> list:
+    return [layer for layer in model.layers if isinstance(layer, kind)]
+
+
+def fill(model, member: MemberWeights, faces: np.ndarray) -> None:
+    """Load `member` into a fresh build of its architecture, batch norms as described above.
+
+    Each batch norm must compute `scale * c + offset` of its input `c`; with moving mean `m`
+    and variance `v` that takes gamma = scale * sqrt(v + eps) and beta = offset + scale * m.
+    """
+    import keras
+
+    convs = _layers(model, keras.layers.Conv2D)
+    norms = _layers(model, keras.layers.BatchNormalization)
+    dense, logits = _layers(model, keras.layers.Dense)
+    if len(convs) != len(member.convs) or len(norms) != len(convs) + 1:
+        raise RuntimeError(f"{model.name} does not have this member's layers")
+    targets = []  # (batch norm, its input layer, scale, offset)
+    for conv, norm, (kernel, bias) in zip(convs, norms, member.convs, strict=False):
+        conv.kernel.assign(kernel.transpose(2, 3, 1, 0))
+        targets.append((norm, conv, np.ones_like(bias), bias))
+    kernel, scale, offset = member.dense
+    dense.kernel.assign(kernel)
+    targets.append((norms[-1], dense, scale, offset))
+    logits.kernel.assign(member.logits[0])
+    logits.bias.assign(member.logits[1])
+
+    # Every batch norm's input depends only on kernels and on earlier batch norms, so first make
+    # each one exact with identity statistics, then read the inputs' statistics in one pass.
+    for norm, _, scale, offset in targets:
+        norm.set_weights(
+            [scale, offset, np.zeros_like(scale), np.full_like(scale, 1 - norm.epsilon)]
+        )
+    probe = keras.Model(model.input, [layer.output for _, layer, _, _ in targets])
+    outputs = probe.predict(faces, batch_size=256, verbose=0)
+    for (norm, _, scale, offset), out in zip(targets, outputs, strict=True):
+        axes = tuple(range(out.ndim - 1))
+        mean = out.mean(axis=axes)
+        var = np.maximum(out.var(axis=axes) - norm.epsilon, 0.0)
+        gamma = scale * np.sqrt(var + norm.epsilon)
+        norm.set_weights([gamma, offset + scale * mean, mean, var])
+
+
+def _member_options(command: str):
+    """The TrainOptions a member's recorded `python -m training train ...` command gave."""
+    from training.cli import build_parser, train_options
+
+    words = shlex.split(command)
+    if words[:4] != ["python", "-m", "training", "train"]:
+        raise RuntimeError(f"not a training command: {command!r}")
+    return train_options(build_parser().parse_args(words[3:]))
+
+
+def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | Path) -> list[Path]:
+    """Write one run folder per member of registered model `name` under `out_dir`."""
+    import keras
+    import onnxruntime as ort
+
+    from training.graph import serving_model
+
+    entry = load_registry(Path(models_dir)).get(name)
+    if entry is None:
+        raise KeyError(f"model {name!r} is not in {models_dir}/registry.json")
+    path = Path(models_dir) / entry.file
+    members = read_members(path)
+    info = entry.training
+    commands = info.get("members") or [info["command"]]
+    if len(commands) != len(members):
+        raise RuntimeError(
+            f"{path} holds {len(members)} networks but its entry records {len(commands)} commands"
+        )
+    keras.mixed_precision.set_global_policy("float32")
+    names = info["architecture"].split("+")
+    shift = info.get("log_prior_shift")
+    runs, models = [], []
+    for member, command in zip(members, commands, strict=True):
+        opts = _member_options(command)
+        arch = _matching_architecture(names, member)
+        split_seed = opts.seed if opts.split_seed is None else opts.split_seed
+        train, _, fingerprint = split_train(data, opts.limit_per_class, split_seed, VAL_FRACTION)
+        if fingerprint != info["data_fingerprint"]:
+            raise RuntimeError(f"{data} is not the data {name} was trained on ({fingerprint})")
+        pick = np.random.default_rng(0).permutation(len(train))[:CALIBRATION_FACES]
+        faces = prepare_batch(train.x[pick], arch.input)
+        model = arch.build(None)
+        fill(model, member, faces)
+        if shift is not None:  # what the shipped graph corrects for: -log(class weight)
+            weights = {str(i): math.exp(-s) for i, s in enumerate(shift)}
+        elif opts.class_weights:
+            weights = class_weights(train.y, arch.recipe.class_weight_power)
+        else:
+            weights = None
+        run = Path(out_dir) / Path(opts.out).name
+        runs.append((run, arch, opts, weights, command))
+        models.append(model)
+
+    rebuilt = serving_model(models, entry.temperature or 1.0, info.get("mirror_tta", False), shift)
+    faces = faces[:PARITY_FACES]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    served = sess.run(None, {sess.get_inputs()[0].name: faces})[0]
+    diff = float(np.max(np.abs(served - rebuilt.predict(faces, verbose=0))))
+    if diff > PARITY_TOL:
+        raise RuntimeError(f"recovered networks differ from {path} by {diff:.2e}; nothing written")
+
+    for (run, arch, opts, weights, command), model in zip(runs, models, strict=True):
+        if (run / "config.json").exists():
+            raise FileExistsError(f"{run} already holds a run; choose another --out")
+        run.mkdir(parents=True, exist_ok=True)
+        model.save(run / "best.keras")
+        config = {
+            "model": arch.name,
+            "command": command,
+            "recovered_with": "python -m training " + shlex.join(sys.argv[1:]),
+            "recovered_from": f"{name} {entry.version} ({entry.sha256[:12]})",
+            "options": asdict(opts),
+            "epochs": opts.epochs or arch.recipe.epochs,
+            "input": asdict(arch.input),
+            "class_weights": weights,
+            "data_fingerprint": info["data_fingerprint"],
+            "val_fraction": VAL_FRACTION,
+        }
+        (run / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        print(f"{run}: {arch.name} from {name} {entry.version}")
+    print(f"recovered {len(runs)} network(s); largest probability difference {diff:.2e}")
+    return [r[0] for r in runs]
