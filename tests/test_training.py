@@ -361,6 +361,16 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(
         make_ensemble(runs[::-1], ens)  # would mix its metrics with another config
     metrics = evaluate_run(ens, fer_dir)
     assert metrics["validation"]["n"] == 7  # the members' shared split: 1 face per class
+    # `select` scores a pair as the ensemble's own graph scores on validation.
+    from training.select import select
+
+    (pair,) = select(runs, fer_dir, 2, tmp_path / "select")
+    assert pair["accuracy"] == pytest.approx(metrics["validation"]["accuracy"])
+    assert pair["members"] == [str(r) for r in runs] and pair["passes"] == 2
+    assert len(select(runs, fer_dir, 1, tmp_path / "select", tta=True)) == 2
+    assert "| member1 | 2 |" in (tmp_path / "select" / "selection.md").read_text()
+    with pytest.raises(RuntimeError, match="is an ensemble"):
+        select([runs[0], ens], fer_dir, 2, tmp_path / "select")
     shift = -np.log(IMBALANCED_WEIGHTS)
     np.testing.assert_allclose(metrics["log_prior_shift"], shift)
     entry = export_run(

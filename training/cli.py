@@ -1,5 +1,5 @@
-"""Command line: models | train | evaluate | ensemble | recover | export | quantize | compare |
-baseline-fer."""
+"""Command line: models | train | evaluate | select | ensemble | recover | export | quantize |
+compare | baseline-fer."""
 
 from __future__ import annotations
 
@@ -184,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--run", action="append", required=True, help="a member run (repeat)")
     n.add_argument("--out", required=True)
 
+    s = sub.add_parser(
+        "select", help="score every combination of runs as an ensemble on the validation split"
+    )
+    s.add_argument("--run", action="append", required=True, help="a candidate run (repeat)")
+    s.add_argument("--data", required=True)
+    s.add_argument("--size", type=positive_int, default=2, help="members per ensemble")
+    s.add_argument("--tta", action="store_true", help="each member also scores the mirror image")
+    s.add_argument("--out", default="runs/select", help="where selection.{md,json} go")
+
     r = sub.add_parser(
         "recover",
         help="turn the networks of a registered float32 model back into run folders",
@@ -316,6 +325,10 @@ def run_command(args: argparse.Namespace) -> None:
         from training.ensemble import make_ensemble
 
         make_ensemble(args.run, args.out)
+    elif args.command == "select":
+        from training.select import select
+
+        select(args.run, args.data, args.size, args.out, tta=args.tta)
     elif args.command == "recover":
         from training.recover import recover
 
