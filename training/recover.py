@@ -27,12 +27,11 @@ import numpy as np
 from app.preprocess import prepare_batch
 from app.registry import load_registry
 from training import architectures
-from training.data import class_weights
-from training.export import PARITY_TOL
+from training.data import class_weights, recorded_split_seed
+from training.export import PARITY_FACES, PARITY_TOL
 from training.fit import VAL_FRACTION, split_train
 
 CALIBRATION_FACES = 2048
-PARITY_FACES = 256
 _LOGITS_ADD = re.compile(r"/logits(_\d+)?/BiasAdd$")
 
 
@@ -105,15 +104,16 @@ def read_members(path: Path) -> list[MemberWeights]:
     return members
 
 
-def _matching_architecture(names: list[str], member: MemberWeights) -> architectures.Architecture:
-    """The first named architecture whose convolutions have this member's kernel shapes."""
+def _matching_build(names: list[str], member: MemberWeights):
+    """The first named architecture whose convolutions have this member's kernel shapes, and
+    a fresh build of it."""
     import keras
 
     shapes = [k.transpose(2, 3, 1, 0).shape for k, _ in member.convs]
     for name in names:
         model = architectures.get(name).build(None)
         if [tuple(c.kernel.shape) for c in _layers(model, keras.layers.Conv2D)] == shapes:
-            return architectures.get(name)
+            return architectures.get(name), model
     raise RuntimeError(f"no architecture of {', '.join(names)} has this member's convolutions")
 
 
@@ -194,14 +194,13 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
     runs, models = [], []
     for member, command in zip(members, commands, strict=True):
         opts = _member_options(command)
-        arch = _matching_architecture(names, member)
-        split_seed = opts.seed if opts.split_seed is None else opts.split_seed
+        arch, model = _matching_build(names, member)
+        split_seed = recorded_split_seed(asdict(opts))
         train, _, fingerprint = split_train(data, opts.limit_per_class, split_seed, VAL_FRACTION)
         if fingerprint != info["data_fingerprint"]:
             raise RuntimeError(f"{data} is not the data {name} was trained on ({fingerprint})")
         pick = np.random.default_rng(0).permutation(len(train))[:CALIBRATION_FACES]
         faces = prepare_batch(train.x[pick], arch.input)
-        model = arch.build(None)
         fill(model, member, faces)
         if shift is not None:  # what the shipped graph corrects for: -log(class weight)
             weights = {str(i): math.exp(-s) for i, s in enumerate(shift)}

@@ -28,9 +28,8 @@ def _logits(run: Path, config: dict, val, tta: bool) -> np.ndarray:
     """The run's validation logits (mean over views with `tta`): probabilities at T = 1."""
     arch = architectures.get(config["model"])
     probs = predict_keras(serving_model([load_float32(run, arch)], tta=tta), val, arch.input)
-    return np.log(
-        np.clip(probs, 1e-30, None)
-    )  # softmax is shift-invariant: logits up to a constant
+    # Softmax is shift-invariant, so log-probabilities are the logits up to a per-face constant.
+    return np.log(np.clip(probs, 1e-30, None))
 
 
 def select(
