@@ -21,6 +21,7 @@ import shlex
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from training import architectures
 from training.data import class_weights, recorded_split_seed
 from training.export import PARITY_FACES, PARITY_TOL
 from training.fit import VAL_FRACTION, split_train
+
+if TYPE_CHECKING:
+    import keras
 
 CALIBRATION_FACES = 2048
 _LOGITS_ADD = re.compile(r"/logits(_\d+)?/BiasAdd$")
@@ -104,7 +108,9 @@ def read_members(path: Path) -> list[MemberWeights]:
     return members
 
 
-def _matching_build(names: list[str], member: MemberWeights):
+def _matching_build(
+    names: list[str], member: MemberWeights
+) -> tuple[architectures.Architecture, keras.Model]:
     """The first named architecture whose convolutions have this member's kernel shapes, and
     a fresh build of it."""
     import keras
@@ -121,7 +127,7 @@ def _layers(model, kind) -> list:
     return [layer for layer in model.layers if isinstance(layer, kind)]
 
 
-def fill(model, member: MemberWeights, faces: np.ndarray) -> None:
+def fill(model: keras.Model, member: MemberWeights, faces: np.ndarray) -> None:
     """Load `member` into a fresh build of its architecture, batch norms as described above.
 
     Each batch norm must compute `scale * c + offset` of its input `c`; with moving mean `m`
