@@ -240,6 +240,25 @@ def test_time_budget_stops_cleanly_and_resume_continues(fer_dir, tmp_path, capsy
     assert float(optimizer.learning_rate) == pytest.approx(0.02)
 
 
+def test_monitor_val_accuracy_keeps_the_most_accurate_epoch_across_a_resume(fer_dir, tmp_path):
+    from training.pipeline import make_dataset
+
+    run = tmp_path / "acc"
+    opts = dict(model="emonet", data=str(fer_dir), out=str(run), limit_per_class=6, batch_size=4)
+    train(TrainOptions(**opts, epochs=3, monitor="val_accuracy"))
+    # the resume names no --monitor: the run keeps the one it started with
+    train(TrainOptions(**opts, epochs=4, resume=True))
+    state = json.loads((run / "state.json").read_text())
+    rows = (run / "history.csv").read_text().splitlines()
+    accuracy = [float(r.split(",")[rows[0].split(",").index("val_accuracy")]) for r in rows[1:]]
+    assert len(accuracy) == 4
+    assert state["monitor"] == "val_accuracy" and state["best"] == pytest.approx(max(accuracy))
+    _, val, _ = split_train(fer_dir, 6, 42, 0.1)
+    best = keras.models.load_model(run / "best.keras")
+    _, kept = best.evaluate(make_dataset(val, GRAY48, 4, training=False), verbose=0)
+    assert kept == pytest.approx(max(accuracy))
+
+
 def test_a_run_stopped_in_its_first_epoch_starts_again_on_resume(fer_dir, tmp_path):
     run = tmp_path / "cut"
     run.mkdir()

@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of the teacher's probabilities in each training target (default 0.7)",
     )
     t.add_argument("--init-from", help="run of the same architecture whose weights to start from")
+    t.add_argument(
+        "--monitor",
+        choices=("val_loss", "val_accuracy"),
+        default="val_loss",
+        help="what picks best.keras: lowest validation loss (default) or highest accuracy",
+    )
 
     e = sub.add_parser("evaluate", help="evaluate a run (or a shipped ONNX model) on test/")
     src = e.add_mutually_exclusive_group(required=True)
@@ -261,6 +267,7 @@ def train_options(args: argparse.Namespace):
         teacher_weight=args.teacher_weight,
         init_from=args.init_from,
         mixup=args.mixup,
+        monitor=args.monitor,
     )
 
 

@@ -1,8 +1,9 @@
 """Fit a registered architecture on a Kaggle-layout folder and leave a resumable run folder.
 
 The run folder holds `config.json` (the exact command and data fingerprint),
-`history.csv`, `learning_curves.png`, `best.keras` (lowest validation loss),
-and `last.keras` + `state.json` (for `--resume`). The validation split is not stored: it is
+`history.csv`, `learning_curves.png`, `best.keras` (lowest validation loss, or highest
+validation accuracy with `monitor="val_accuracy"`), and `last.keras` + `state.json` (for
+`--resume`). The validation split is not stored: it is
 re-derived from the seed and fraction in `config.json`, as `evaluate` does.
 """
 
@@ -68,6 +69,9 @@ class TrainOptions:
     teacher_weight: float = 0.7  # share of the teacher's probabilities in each target
     init_from: str | None = None  # a run of the same architecture to start from
     mixup: float | None = None  # Beta alpha of mixup; the recipe's when None, 0 = off
+    # What picks best.keras. Label smoothing and class weights let the validation loss rise
+    # while accuracy still improves late in a cycle, so later cycles are better kept by accuracy.
+    monitor: str = "val_loss"
 
 
 class ProgressSchedule(keras.callbacks.Callback):
@@ -141,7 +145,8 @@ class RunState(keras.callbacks.Callback):
         self.model.save(self.run / "last.keras")
         state = {
             "epochs_done": epoch + 1,
-            "best_val_loss": float(self.checkpoint.best),
+            "monitor": self.checkpoint.monitor,
+            "best": float(self.checkpoint.best),
             "elapsed_s": time.monotonic() - self.t0,
         }
         (self.run / "state.json").write_text(json.dumps(state, indent=2))
@@ -190,7 +195,8 @@ def train(opts: TrainOptions) -> Path:
         raise FileExistsError(f"{run} already holds a run; use --resume or another --out")
     recorded = json.loads((run / "config.json").read_text()) if state is not None else None
     if recorded is not None:
-        opts = resumed_options(opts, recorded["options"])
+        # runs from before --monitor kept the lowest validation loss
+        opts = resumed_options(opts, {"monitor": "val_loss"} | recorded["options"])
     arch = architectures.get(opts.model)
     recipe = arch.recipe
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if opts.mixed_precision else "float32")
@@ -251,13 +257,11 @@ def train(opts: TrainOptions) -> Path:
         peak_lr = config.get("learning_rate", recipe.learning_rate)
         mixup = config.get("mixup", recipe.mixup)
         model = keras.models.load_model(run / "last.keras")
-        initial_epoch, elapsed, best = (
-            state["epochs_done"],
-            state["elapsed_s"],
-            state["best_val_loss"],
-        )
+        initial_epoch, elapsed = state["epochs_done"], state["elapsed_s"]
+        best = state["best"] if "best" in state else state["best_val_loss"]
         print(
-            f"resuming after epoch {initial_epoch} ({elapsed:.0f}s done, best val_loss {best:.4f})"
+            f"resuming after epoch {initial_epoch} "
+            f"({elapsed:.0f}s done, best {opts.monitor} {best:.4f})"
         )
     print(
         f"{arch.name}: {len(train_split)} train / {len(val_split)} validation images, "
@@ -287,7 +291,11 @@ def train(opts: TrainOptions) -> Path:
     val_ds = make_dataset(val_split, arch.input, batch, training=False)
     steps = math.ceil(len(train_split) / batch)
     checkpoint = keras.callbacks.ModelCheckpoint(
-        run / "best.keras", monitor="val_loss", save_best_only=True, initial_value_threshold=best
+        run / "best.keras",
+        monitor=opts.monitor,
+        mode="min" if opts.monitor == "val_loss" else "max",
+        save_best_only=True,
+        initial_value_threshold=best,
     )
     callbacks: list[keras.callbacks.Callback] = [
         ProgressSchedule(
@@ -314,5 +322,5 @@ def train(opts: TrainOptions) -> Path:
             shuffle=False,  # make_dataset shuffles; Keras would only warn that it cannot
             verbose=2,
         )
-    print(f"done: best checkpoint {run / 'best.keras'}")
+    print(f"done: best checkpoint ({opts.monitor}) {run / 'best.keras'}")
     return run
