@@ -3,8 +3,8 @@
 The run folder holds `config.json` (the exact command and data fingerprint),
 `history.csv`, `learning_curves.png`, `best.keras` (lowest validation loss, or highest
 validation accuracy with `monitor="val_accuracy"`), and `last.keras` + `state.json` (for
-`--resume`). The validation split is not stored: it is
-re-derived from the seed and fraction in `config.json`, as `evaluate` does.
+`--resume`). The validation split is not stored: it is re-derived from the seed and
+fraction in `config.json`, as `evaluate` does.
 """
 
 from __future__ import annotations
