@@ -160,6 +160,19 @@ def test_train_48_evaluate_export_and_serve(fer_dir, tmp_path):
     ).stat().st_size / 2
     assert load_registry(models_dir).default.name == "tiny"  # not made default unless asked
     assert q.metrics["n"] == 28 and "quantized_from" in q.training  # 4 test faces per class
+    # The float32 source may stay in a registry of its own: only the int8 file ships.
+    shipped = tmp_path / "shipped"
+    quantize_registered(
+        shipped,
+        "tiny",
+        "tiny-int8",
+        fer_dir,
+        max_drop=1.0,
+        reports_dir=tmp_path / "reports",
+        source_models_dir=models_dir,
+    )
+    assert [m.name for m in load_registry(shipped).models] == ["tiny-int8"]
+    assert sorted(p.name for p in shipped.iterdir()) == ["registry.json", "tiny-int8.onnx"]
     from training.recover import read_members
 
     assert len(read_members(models_dir / "tiny.onnx")) == 1  # mirror TTA: one network, twice

@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--name", required=True, type=model_name, help="name of the quantized model")
     q.add_argument("--replace", action="store_true", help="overwrite a registered NAME")
     q.add_argument("--data", required=True, help="calibration from train/, scoring on test/")
-    q.add_argument("--models-dir", default="models")
+    q.add_argument("--models-dir", default="models", help="where NAME is written and registered")
+    q.add_argument("--source-models-dir", help="where MODEL is registered (default: --models-dir)")
     q.add_argument("--default", action="store_true")
     q.add_argument("--max-drop", type=fraction, default=0.01, help="largest accepted accuracy loss")
     q.add_argument("--reports-dir", default="docs/results")
@@ -307,6 +308,7 @@ def run_command(args: argparse.Namespace) -> None:
             max_drop=args.max_drop,
             reports_dir=args.reports_dir,
             replace=args.replace,
+            source_models_dir=args.source_models_dir,
         )
     elif args.command == "compare":
         from pathlib import Path

@@ -66,10 +66,13 @@ def quantize_registered(
     reports_dir: str | Path = "docs/results",
     seed: int = 0,
     replace: bool = False,
+    source_models_dir: str | Path | None = None,
 ):
     """Quantize registry entry `source` into `name`, evaluate it on test/, and register it.
 
     An existing `name` is only overwritten with `replace` (it stays the default if it was).
+    `source_models_dir` (default `models_dir`) lets the float32 source stay out of the shipped
+    registry, for a graph only worth serving in int8 (the mirror-TTA ensemble).
     """
     import onnxruntime as ort
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -77,10 +80,11 @@ def quantize_registered(
 
     models_dir = Path(models_dir)
     default = claim_name(models_dir, name, replace) or default
-    src = load_registry(models_dir).get(source)
+    source_dir = Path(source_models_dir or models_dir)
+    src = load_registry(source_dir).get(source)
     if src is None:
-        raise KeyError(f"model {source!r} is not in {models_dir}/registry.json")
-    src_path = models_dir / src.file
+        raise KeyError(f"model {source!r} is not in {source_dir}/registry.json")
+    src_path = source_dir / src.file
     spec = src.input.spec()
     input_name = (
         ort.InferenceSession(str(src_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
@@ -92,6 +96,7 @@ def quantize_registered(
     batches = [x[i : i + 64] for i in range(0, len(x), 64)]
 
     out = models_dir / f"{name}.onnx"
+    models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src_path), str(pre), skip_symbolic_shape=True)
