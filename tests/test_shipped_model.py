@@ -1,4 +1,4 @@
-"""The model the service ships: registered as it should be, and served exactly as evaluated."""
+"""The models the service ships: registered as they should be, and served exactly as evaluated."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tests import images
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
+SHIPPED = load_registry(MODELS).models
 
 
 @pytest.fixture(scope="module")
@@ -24,20 +25,21 @@ def default_entry():
     return entry
 
 
-def test_default_model_is_real_small_and_documented(default_entry):
-    path = MODELS / default_entry.file
+@pytest.mark.parametrize("entry", SHIPPED, ids=lambda e: e.name)
+def test_every_shipped_model_is_real_small_and_documented(entry):
+    path = MODELS / entry.file
     assert path.stat().st_size < 25e6
-    assert sha256_file(path) == default_entry.sha256
-    m = default_entry.metrics
+    assert sha256_file(path) == entry.sha256
+    m = entry.metrics
     assert m["split"] == "test" and m["n"] == 3589  # FER2013 PublicTest
     assert 0.2 < m["accuracy"] <= 1 and 0 < m["macro_f1"] <= 1
     assert set(m["per_class"]) == set(EMOTIONS)
-    training = default_entry.training
+    training = entry.training
     commands = training.get("members", [training["command"]])  # an ensemble lists its members'
     assert commands and all(c.startswith("python -m training train") for c in commands)
-    assert len(default_entry.training["data_fingerprint"]) == 16
-    assert default_entry.training["parity_max_abs_diff"] <= 1e-4
-    reports = REPO / "docs" / "results" / default_entry.name
+    assert len(training["data_fingerprint"]) == 16
+    assert training["parity_max_abs_diff"] <= 1e-4
+    reports = REPO / "docs" / "results" / entry.name
     for f in ("confusion_matrix.png", "roc.png", "calibration.png", "learning_curves.png"):
         assert (reports / f).stat().st_size > 0, f
     assert json.loads((reports / "metrics.json").read_text())["accuracy"] == m["accuracy"]
@@ -70,16 +72,18 @@ def face_crops() -> np.ndarray:
     return np.stack(crops)
 
 
-def test_service_gives_the_evaluation_codes_probabilities(make_client, default_entry):
+@pytest.mark.parametrize("entry", SHIPPED, ids=lambda e: e.name)
+def test_service_gives_the_evaluation_codes_probabilities(make_client, entry):
     """A face sent through /predict?detector=none scores exactly as `training.evaluate` scores it."""
     pytest.importorskip("tensorflow")
     from training.evaluate import predict_onnx
 
     faces = face_crops()
-    expected = predict_onnx(MODELS, default_entry.name, faces)
+    expected = predict_onnx(MODELS, entry.name, faces)
     client = make_client(MODELS)
     files = [("files", (f"face{i}.png", images.encode(f, "PNG"))) for i, f in enumerate(faces)]
-    r = client.post("/predict/batch", params={"detector": "none"}, files=files)
+    params = {"detector": "none", "model": entry.name}
+    r = client.post("/predict/batch", params=params, files=files)
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     for i, result in enumerate(results):
@@ -89,9 +93,7 @@ def test_service_gives_the_evaluation_codes_probabilities(make_client, default_e
         np.testing.assert_allclose(got, expected[i], atol=1e-5)
     # A single /predict of one face agrees too.
     r = client.post(
-        "/predict",
-        params={"detector": "none"},
-        files={"file": ("f.png", images.encode(faces[0], "PNG"))},
+        "/predict", params=params, files={"file": ("f.png", images.encode(faces[0], "PNG"))}
     )
     got = np.array([r.json()["faces"][0]["probabilities"][e] for e in EMOTIONS])
     np.testing.assert_allclose(got, expected[0], atol=1e-5)
