@@ -200,6 +200,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tta", action="store_true", help="each member also scores the mirror image")
     s.add_argument("--out", default="runs/select", help="where selection.{md,json} go")
 
+    c = sub.add_parser(
+        "cascade",
+        help="choose an early-exit cascade's margins on validation within a compute budget",
+    )
+    c.add_argument("--run", required=True, help="an ensemble folder (or a run)")
+    c.add_argument(
+        "--stages",
+        required=True,
+        help="views per stage: members by index, m for the mirror image, e.g. '1;0;0m,1m'",
+    )
+    c.add_argument("--data", required=True)
+    c.add_argument(
+        "--budget",
+        type=positive_float,
+        default=1.0,
+        help="mean compute per face, as a share of running every member once",
+    )
+    c.add_argument("--out", required=True, help="new folder to evaluate and export as a run")
+
     r = sub.add_parser(
         "recover",
         help="turn the networks of a registered float32 model back into run folders",
@@ -338,6 +357,10 @@ def run_command(args: argparse.Namespace) -> None:
         from training.select import select
 
         select(args.run, args.data, args.size, args.out, tta=args.tta)
+    elif args.command == "cascade":
+        from training.cascade import tune_cascade
+
+        tune_cascade(args.run, args.stages, args.data, args.budget, args.out)
     elif args.command == "recover":
         from training.recover import recover
 

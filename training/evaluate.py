@@ -114,9 +114,11 @@ def evaluate_run(
 
     The model is evaluated in float32 with the graph export will ship (`training.graph`);
     `tta` adds mirror test-time augmentation and `prior` the class-weight prior correction
-    (`training.graph.prior_correction`); export folds in whatever was evaluated.
+    (`training.graph.prior_correction`); a cascade folder (`training.cascade`) brings its
+    stages and margins. Export folds in whatever was evaluated.
     """
     from training.graph import (
+        CascadeSpec,
         architecture_name,
         checkpoint_digest,
         load_members,
@@ -130,7 +132,12 @@ def evaluate_run(
     name = architecture_name(config)
     opts = config["options"]
     shift = prior_correction(config) if prior else None
-    model = serving_model(load_members(run, config), tta=tta, log_prior_shift=shift)
+    cascade = CascadeSpec.from_dict(config.get("cascade"))
+    if cascade is not None and tta:
+        raise RuntimeError(f"{run} is a cascade: its stages say which views it uses, not --tta")
+    model = serving_model(
+        load_members(run, config), tta=tta, log_prior_shift=shift, cascade=cascade
+    )
 
     test, test_fp = load_split(data, "test", limit_per_class)
     _, val, _ = split_train(
@@ -152,6 +159,7 @@ def evaluate_run(
             "model": name,
             "tta": tta,
             "log_prior_shift": shift,
+            "cascade": None if cascade is None else cascade.as_dict(),
             "test_data_fingerprint": test_fp,
             "train_data_fingerprint": config["data_fingerprint"],
             "checkpoint_sha256": checkpoint_digest(run, config),

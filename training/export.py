@@ -21,6 +21,7 @@ from app.registry import InputInfo, ModelEntry, claim_name, sha256_file, upsert
 from training import architectures
 from training.data import load_split
 from training.graph import (
+    CascadeSpec,
     architecture_name,
     checkpoint_digest,
     load_members,
@@ -63,7 +64,7 @@ def check_parity(model, path: Path, faces: np.ndarray) -> float:
     return float(np.max(np.abs(expected - got)))
 
 
-def describe(members: list[str], tta: bool, prior: bool) -> str:
+def describe(members: list[str], tta: bool, prior: bool, cascade: CascadeSpec | None = None) -> str:
     """Say in the registry what the graph computes, since one name can hide an ensemble.
 
     `members` holds each member's architecture description.
@@ -75,6 +76,12 @@ def describe(members: list[str], tta: bool, prior: bool) -> str:
     else:
         text = "ensemble of " + " + ".join(members)
     text += "; mirror TTA in the graph" if tta else ""
+    if cascade is not None:
+        margins = ", ".join(f"{m:g}" for m in cascade.margins)
+        text += (
+            f"; early-exit cascade over views {cascade.text()} (m: mirrored), a face going on "
+            f"while its top-2 margin is below {margins}"
+        )
     return text + ("; class-weight prior correction in the graph" if prior else "")
 
 
@@ -115,11 +122,21 @@ def export_run(
     tta = bool(metrics.get("tta", False))
     members = load_members(run, config)
     shift = metrics.get("log_prior_shift")
-    model = serving_model(members, temperature, tta, shift)
+    cascade = CascadeSpec.from_dict(config.get("cascade"))
+    if metrics.get("cascade") != (cascade and cascade.as_dict()):
+        raise RuntimeError(
+            f"{metrics_file} was written for other cascade margins than {run}'s: "
+            "run `python -m training evaluate` again"
+        )
+    # The parity reference computes every view; the shipped graph skips what it can.
+    model = serving_model(members, temperature, tta, shift, cascade)
+    shipped = (
+        model if cascade is None else serving_model(members, temperature, tta, shift, cascade, True)
+    )
     models_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = models_dir / f"{name}.onnx"
     tmp = onnx_path.with_suffix(".onnx.tmp")
-    to_onnx(model, spec, tmp)
+    to_onnx(shipped, spec, tmp)
 
     test, _ = load_split(data or config["options"]["data"], "test")
     pick = np.random.default_rng(0).permutation(len(test))[:PARITY_FACES]
@@ -145,7 +162,7 @@ def export_run(
         temperature_in_graph=True,
         default=default,
         description=describe(
-            [a.description for a in member_architectures(config)], tta, shift is not None
+            [a.description for a in member_architectures(config)], tta, shift is not None, cascade
         ),
         metrics={k: metrics[k] for k in (*HEADLINE_KEYS, "ece_before", "ece_after") if k in metrics}
         | {"dataset": "FER2013 test/ (PublicTest, 3,589 faces)"},
@@ -159,6 +176,7 @@ def export_run(
             "onnx_opset": OPSET,
             "mirror_tta": tta,
             "log_prior_shift": shift,
+            **({"cascade": cascade.as_dict()} if cascade else {}),
             "parity_max_abs_diff": diff,
         },
     )

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 from app.registry import sha256_file
 from training import architectures
-from training.architectures import Architecture
+from training.architectures import N_CLASSES, Architecture
 
 
 def load_best_weights(model: keras.Model, run: str | Path) -> None:
@@ -80,31 +82,139 @@ def prior_correction(config: dict) -> list[float] | None:
     return [-math.log(weights[str(i)]) for i in range(len(weights))]
 
 
+@dataclass(frozen=True)
+class CascadeSpec:
+    """Which views each stage of an early-exit cascade adds, and when a face goes on.
+
+    A view is `(member index, mirrored)`. Every face gets the first stage; a face goes on to
+    the next stage only while the margin between its two most likely classes (under the mean
+    logits so far, prior-corrected, at T = 1) is below that stage's threshold. Confident faces
+    thus pay for one network while doubtful ones get the whole mirror-TTA ensemble.
+    """
+
+    stages: tuple[tuple[tuple[int, bool], ...], ...]
+    margins: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.margins) != len(self.stages) - 1 or not self.stages:
+            raise ValueError(f"{len(self.stages)} stages need {len(self.stages) - 1} margins")
+        if any(not stage for stage in self.stages):
+            raise ValueError("every cascade stage needs at least one view")
+
+    @classmethod
+    def parse(cls, stages: str, margins: list[float]) -> CascadeSpec:
+        """`"1;0;0m,1m"`: stages split by `;`, views by `,`, `m` marking the mirror image."""
+        parsed = tuple(
+            tuple(
+                (int(v.strip().removesuffix("m")), v.strip().endswith("m")) for v in st.split(",")
+            )
+            for st in stages.split(";")
+        )
+        return cls(parsed, tuple(float(m) for m in margins))
+
+    def text(self) -> str:
+        return ";".join(",".join(f"{i}{'m' if m else ''}" for i, m in st) for st in self.stages)
+
+    def as_dict(self) -> dict:
+        return {"stages": self.text(), "margins": list(self.margins)}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> CascadeSpec | None:
+        return None if d is None else cls.parse(d["stages"], d["margins"])
+
+
+def top2_margin(logits):
+    """Probability of the most likely class minus that of the runner-up."""
+    top = ops.top_k(ops.softmax(logits, axis=-1), 2)[0]
+    return top[:, 0] - top[:, 1]
+
+
+class Cascade(layers.Layer):
+    """Mean logits of a `CascadeSpec`'s views, later stages counting only for doubtful faces.
+
+    With `skip_confident` (the exported graph) faces that go on are gathered into a smaller
+    batch and their updated means scattered back, so a batch costs what its faces need (ONNX
+    NonZero/Gather/ScatterND; onnxruntime runs an empty subset as a zero-length batch).
+    Without it every view is computed for every face and masked: the same numbers, but it
+    runs in TensorFlow, whose oneDNN kernels fail on zero-length batches, so evaluation and
+    the export's parity reference use that form.
+    """
+
+    def __init__(self, logit_models, spec: CascadeSpec, shift, skip_confident: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.logit_models, self.spec, self.skip_confident = logit_models, spec, skip_confident
+        self.shift = ops.convert_to_tensor([shift or [0.0] * N_CLASSES], dtype="float32")
+
+    def _sum(self, x, stage):
+        """Summed logits of one stage's views of the faces `x` (mirrored once if need be)."""
+        mirrored = None
+        if any(m for _, m in stage):  # a Gather of the columns in reverse: one ONNX node
+            mirrored = tf.gather(x, list(range(x.shape[2] - 1, -1, -1)), axis=2)
+        views = [self.logit_models[i](mirrored if m else x) for i, m in stage]
+        return views[0] if len(views) == 1 else ops.sum(ops.stack(views), axis=0)
+
+    def call(self, x):
+        total = self._sum(x, self.spec.stages[0])
+        seen = len(self.spec.stages[0])
+        result = mean = total / seen  # every face's mean logits; those of the faces going on
+        where = tf.range(tf.shape(x)[0])  # their rows in the batch
+        going = None  # which faces go on, when every view is computed for every face
+        for stage, margin in zip(self.spec.stages[1:], self.spec.margins, strict=True):
+            doubtful = top2_margin(mean + self.shift) < margin
+            seen += len(stage)
+            if self.skip_confident:
+                # tf.gather, not ops.take: its wrap-around of negative indices costs nodes
+                rows = tf.where(doubtful)[:, 0]
+                x, total, where = (tf.gather(t, rows) for t in (x, total, where))
+                total = total + self._sum(x, stage)
+                mean = total / seen
+                result = tf.tensor_scatter_nd_update(result, where[:, None], mean)
+            else:
+                going = doubtful if going is None else ops.logical_and(going, doubtful)
+                total = total + self._sum(x, stage)
+                result = mean = ops.where(ops.expand_dims(going, 1), total / seen, result)
+        return result
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], N_CLASSES)
+
+
 def serving_model(
     models: list[keras.Model],
     temperature: float = 1.0,
     tta: bool = False,
     log_prior_shift: list[float] | None = None,
+    cascade: CascadeSpec | None = None,
+    skip_confident: bool = False,
 ) -> keras.Model:
     """softmax((mean logits + shift) / T) over the members, each optionally also mirrored.
 
     Averaging logits (not probabilities) keeps one temperature meaningful for the whole.
     Mirror test-time augmentation is folded into the graph so the service gets it for free:
     faces are left-right symmetric in meaning, so averaging both views reduces variance.
-    `log_prior_shift` is `prior_correction`'s per-class constant.
+    `log_prior_shift` is `prior_correction`'s per-class constant. With `cascade`, its views
+    replace "every member, optionally mirrored"; `skip_confident` builds the graph that
+    computes later stages only for doubtful faces (for export: see `Cascade`).
     """
     x = keras.Input(models[0].input.shape[1:], name="input")
-    views = [x]
-    if tta:
-        views.append(layers.Lambda(lambda t: ops.flip(t, axis=2), name="mirror")(x))
-    all_logits = []
-    for i, model in enumerate(models):
-        name = "logits_of" if len(models) == 1 else f"logits_of_{i}"
-        logits_of = keras.Model(model.input, model.get_layer("logits").output, name=name)
-        all_logits += [logits_of(v) for v in views]
-    logits = all_logits[0]
-    if len(all_logits) > 1:
-        logits = layers.Average(name="logit_mean")(all_logits)
+    logit_models = [
+        keras.Model(
+            model.input,
+            model.get_layer("logits").output,
+            name="logits_of" if len(models) == 1 else f"logits_of_{i}",
+        )
+        for i, model in enumerate(models)
+    ]
+    if cascade is not None:
+        logits = Cascade(logit_models, cascade, log_prior_shift, skip_confident, name="cascade")(x)
+    else:
+        views = [x]
+        if tta:
+            views.append(layers.Lambda(lambda t: ops.flip(t, axis=2), name="mirror")(x))
+        all_logits = [lm(v) for lm in logit_models for v in views]
+        logits = all_logits[0]
+        if len(all_logits) > 1:
+            logits = layers.Average(name="logit_mean")(all_logits)
     if log_prior_shift is not None:
         shift = ops.convert_to_tensor([log_prior_shift], dtype="float32")
         logits = layers.Lambda(lambda t: t + shift, name="prior_correction")(logits)

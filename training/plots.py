@@ -135,3 +135,39 @@ def plot_comparison(rows: list[dict], out: Path) -> None:
     if rows:
         ax.set_title(f"Models on the same test split (n = {rows[0]['n']})")
     _save(fig, out)
+
+
+def plot_cascade(
+    rows: list[dict], chosen: dict, everything: dict, budget: float, out: Path
+) -> None:
+    """Validation accuracy against mean compute per face for every choice of margins."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(
+        [r["cost"] for r in rows],
+        [r["accuracy"] for r in rows],
+        s=8,
+        alpha=0.4,
+        label="a choice of margins",
+    )
+    ax.axvline(budget, color="grey", ls="--", lw=1, label=f"budget ({budget:g})")
+    ax.scatter(
+        [everything["cost"]],
+        [everything["accuracy"]],
+        color="black",
+        marker="s",
+        label="every view for every face",
+    )
+    ax.scatter(
+        [chosen["cost"]],
+        [chosen["accuracy"]],
+        color="red",
+        marker="*",
+        s=150,
+        label=f"chosen: margins {', '.join(f'{m:g}' for m in chosen['margins'])}",
+    )
+    ax.set_xlabel("mean compute per face (1 = every member once)")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Early-exit cascade: accuracy against compute")
+    _save(fig, out)

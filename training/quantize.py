@@ -41,15 +41,20 @@ def _calibration_reader(batches: list[np.ndarray], input_name: str):
 # temperature, softmax) stay float: quantizing them would round the logits and the returned
 # probabilities to 256 levels, for a negligible share of the compute.
 _LOGITS_NODE = re.compile(r"/logits(_\d+)?/")
+# Inputs that only say *which* rows to take or write. A cascade's later stages take their
+# faces by indices computed from the logits, yet they are convolutions to be quantized.
+_INDEX_INPUTS = {"Gather": {1}, "GatherElements": {1}, "GatherND": {1}, "ScatterND": {1}}
 
 
 def _head_nodes(model_path: Path) -> list[str]:
-    """Names of the logits nodes and of every node downstream of them."""
+    """Names of the logits nodes and of every node whose data flows from them."""
     import onnx
 
     head, tensors = [], set()
     for node in onnx.load(str(model_path)).graph.node:  # topologically sorted
-        if _LOGITS_NODE.search(node.name) or tensors.intersection(node.input):
+        skip = _INDEX_INPUTS.get(node.op_type, set())
+        data = {t for i, t in enumerate(node.input) if i not in skip}
+        if _LOGITS_NODE.search(node.name) or tensors.intersection(data):
             head.append(node.name)
             tensors.update(node.output)
     return head

@@ -181,7 +181,7 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
     import keras
     import onnxruntime as ort
 
-    from training.graph import serving_model
+    from training.graph import CascadeSpec, serving_model
 
     entry = load_registry(Path(models_dir)).get(name)
     if entry is None:
@@ -218,7 +218,13 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
         runs.append((run, arch, opts, weights, command))
         models.append(model)
 
-    rebuilt = serving_model(models, entry.temperature or 1.0, info.get("mirror_tta", False), shift)
+    rebuilt = serving_model(
+        models,
+        entry.temperature or 1.0,
+        info.get("mirror_tta", False),
+        shift,
+        CascadeSpec.from_dict(info.get("cascade")),
+    )
     faces = faces[:PARITY_FACES]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     served = sess.run(None, {sess.get_inputs()[0].name: faces})[0]

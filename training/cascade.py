@@ -1,0 +1,170 @@
+"""Choose an early-exit cascade's margins on the validation split, within a compute budget.
+
+A network's prediction on a face it is sure about rarely changes when more networks or the
+mirror image are averaged in; the gains of an ensemble and of mirror TTA come from doubtful
+faces. A cascade (`training.graph.CascadeSpec`) runs its first stage on every face and the
+later ones only on faces whose top-2 margin is still small. This scores every choice of
+margins on a grid, from each view's validation logits (computed once), and keeps the most
+accurate one whose mean compute per face stays within `budget` times that of running every
+member once (the plain ensemble). It writes a new folder that `evaluate` and `export` treat
+as a run, so nothing here looks at test/.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from training import architectures
+from training.architectures import N_CLASSES
+from training.data import recorded_split_seed
+from training.evaluate import predict_keras
+from training.fit import VAL_FRACTION, split_train
+from training.graph import (
+    CascadeSpec,
+    load_members,
+    member_architectures,
+    prior_correction,
+    serving_model,
+)
+from training.plots import plot_cascade
+
+GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 .. 1.0 (1.0: every face goes on)
+
+
+def multiply_adds(model) -> int:
+    """Multiply-adds per face of a network's convolutions and dense layers: its cost."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, _ = layer.output.shape
+            total += h * w * int(np.prod(layer.kernel.shape))
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape))
+    return total
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def simulate(
+    views: dict[tuple[int, bool], np.ndarray],
+    spec: CascadeSpec,
+    shift: np.ndarray,
+    costs: list[float],
+) -> tuple[np.ndarray, float]:
+    """The cascade's mean logits (as the graph computes them) and its mean cost per face.
+
+    `views` maps `(member, mirrored)` to that view's logits; `costs` is each member's cost
+    as a share of all members' together.
+    """
+    first = spec.stages[0]
+    total = sum(views[v] for v in first)
+    mean = total / len(first)
+    going = np.ones(len(mean), bool)
+    cost = sum(costs[i] for i, _ in first)
+    seen = len(first)
+    for stage, margin in zip(spec.stages[1:], spec.margins, strict=True):
+        top2 = np.sort(_softmax(mean + shift), 1)[:, -2:]
+        going &= top2[:, 1] - top2[:, 0] < margin
+        total = total + sum(views[v] for v in stage)
+        seen += len(stage)
+        mean = np.where(going[:, None], total / seen, mean)
+        cost += going.mean() * sum(costs[i] for i, _ in stage)
+    return mean, float(cost)
+
+
+def tune_cascade(
+    run: str | Path, stages: str, data: str | Path, budget: float, out: str | Path
+) -> CascadeSpec:
+    """Pick margins for `stages` over `run`'s members; write `out` as a cascade run folder."""
+    run, out = Path(run), Path(out)
+    if (out / "config.json").exists():
+        raise FileExistsError(f"{out} already holds a run or an ensemble; choose another --out")
+    config = json.loads((run / "config.json").read_text())
+    if "cascade" in config:
+        raise RuntimeError(f"{run} is a cascade already; give the ensemble it was made from")
+    members = load_members(run, config)
+    try:
+        shape = CascadeSpec.parse(stages, [1.0] * stages.count(";"))
+    except ValueError as exc:
+        raise RuntimeError(f"--stages {stages!r}: {exc}") from exc
+    used = {i for stage in shape.stages for i, _ in stage}
+    if not used <= set(range(len(members))) or len(used) != len(members):
+        raise RuntimeError(
+            f"the stages {stages!r} must use each of the {len(members)} members (0 to "
+            f"{len(members) - 1}) of {run} at least once"
+        )
+    opts = config["options"]
+    _, val, _ = split_train(
+        data,
+        opts.get("limit_per_class"),
+        recorded_split_seed(opts),
+        config.get("val_fraction", VAL_FRACTION),
+    )
+    spec_in = architectures.get(config["model"]).input
+    views = {}
+    for view in sorted({v for stage in shape.stages for v in stage}):
+        print(f"validation logits of member {view[0]}{' mirrored' if view[1] else ''}", flush=True)
+        one = CascadeSpec(((view,),), ())
+        probs = predict_keras(serving_model(members, cascade=one), val, spec_in)
+        views[view] = np.log(np.clip(probs, 1e-30, None))  # the logits up to a per-face constant
+    macs = [multiply_adds(m) for m in members]
+    costs = [m / sum(macs) for m in macs]
+    shift = np.asarray(prior_correction(config) or [0.0] * N_CLASSES)
+
+    rows = []
+    for margins in itertools.product(GRID, repeat=len(shape.stages) - 1):
+        if any(b > a for a, b in itertools.pairwise(margins)):
+            continue  # a later stage never asks for more doubt than an earlier one
+        spec = CascadeSpec(shape.stages, margins)
+        mean, cost = simulate(views, spec, shift, costs)
+        rows.append(
+            {
+                "margins": list(margins),
+                "accuracy": float(np.mean((mean + shift).argmax(1) == val.y)),
+                "cost": cost,
+            }
+        )
+    within = [r for r in rows if r["cost"] <= budget]
+    if not within:
+        raise RuntimeError(f"no choice of margins costs at most {budget:g} of the plain ensemble")
+    best = max(within, key=lambda r: (r["accuracy"], -r["cost"]))
+    everything = next(r for r in rows if all(m == 1.0 for m in r["margins"]))
+    chosen = CascadeSpec(shape.stages, tuple(best["margins"]))
+
+    out.mkdir(parents=True, exist_ok=True)
+    archs = member_architectures(config)
+    paths = config.get("members") or [str(run.resolve())]
+    cascade_config = config | {
+        "members": paths,
+        "member_models": [a.name for a in archs],
+        "member_commands": config.get("member_commands") or [config["command"]],
+        "command": "python -m training " + shlex.join(sys.argv[1:]),
+        "cascade": chosen.as_dict()
+        | {
+            "budget": budget,
+            "validation_accuracy": best["accuracy"],
+            "validation_cost": best["cost"],
+            "member_multiply_adds": macs,
+        },
+    }
+    (out / "config.json").write_text(json.dumps(cascade_config, indent=2, default=str))
+    (out / "cascade.json").write_text(json.dumps({"n": len(val), "rows": rows}, indent=2))
+    plot_cascade(rows, best, everything, budget, out / "cascade.png")
+    print(
+        f"stages {chosen.text()}, margins {', '.join(f'{m:g}' for m in chosen.margins)}: "
+        f"validation {best['accuracy']:.2%} at {best['cost']:.2f} of the plain ensemble's "
+        f"compute (every view for every face: {everything['accuracy']:.2%} at "
+        f"{everything['cost']:.2f}); evaluate and export {out} as a run"
+    )
+    return chosen
