@@ -34,7 +34,7 @@ from training.graph import (
 )
 from training.plots import plot_cascade
 
-GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 .. 1.0 (1.0: every face goes on)
+GRID = tuple(round(0.05 * i, 2) for i in range(21))  # 0: no face goes on, 1: every face
 
 
 def multiply_adds(model) -> int:

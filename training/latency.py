@@ -54,6 +54,8 @@ def time_per_face(sess, batch: int, seconds: float, faces: np.ndarray | None = N
     if faces is None:
         h, w, c = (int(d) for d in inp.shape[1:])
         faces = np.random.default_rng(0).uniform(0, 1, (batch, h, w, c)).astype(np.float32)
+    if len(faces) < batch:
+        faces = np.resize(faces, (batch, *faces.shape[1:]))
     order = np.random.default_rng(1).permutation(len(faces) - batch + 1)
     batches = (faces[i : i + batch] for i in np.resize(order, 10**7))
     for _ in range(10):

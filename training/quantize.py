@@ -20,6 +20,7 @@ from app.registry import claim_name, load_registry, sha256_file, upsert
 from training.data import load_split
 from training.evaluate import predict_onnx_file, write_evaluation
 from training.metrics import HEADLINE_KEYS
+from training.onnx_nodes import data_inputs
 
 CALIBRATION_FACES = 1024
 
@@ -41,20 +42,19 @@ def _calibration_reader(batches: list[np.ndarray], input_name: str):
 # temperature, softmax) stay float: quantizing them would round the logits and the returned
 # probabilities to 256 levels, for a negligible share of the compute.
 _LOGITS_NODE = re.compile(r"/logits(_\d+)?/")
-# Inputs that only say *which* rows to take or write. A cascade's later stages take their
-# faces by indices computed from the logits, yet they are convolutions to be quantized.
-_INDEX_INPUTS = {"Gather": {1}, "GatherElements": {1}, "GatherND": {1}, "ScatterND": {1}}
 
 
 def _head_nodes(model_path: Path) -> list[str]:
-    """Names of the logits nodes and of every node whose data flows from them."""
+    """Names of the logits nodes and of every node whose data flows from them.
+
+    A cascade's later stages take faces by indices computed from the logits, but their
+    convolutions are still to be quantized: index inputs do not count (`data_inputs`).
+    """
     import onnx
 
     head, tensors = [], set()
     for node in onnx.load(str(model_path)).graph.node:  # topologically sorted
-        skip = _INDEX_INPUTS.get(node.op_type, set())
-        data = {t for i, t in enumerate(node.input) if i not in skip}
-        if _LOGITS_NODE.search(node.name) or tensors.intersection(data):
+        if _LOGITS_NODE.search(node.name) or tensors.intersection(data_inputs(node)):
             head.append(node.name)
             tensors.update(node.output)
     return head

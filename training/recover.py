@@ -31,6 +31,7 @@ from training import architectures
 from training.data import class_weights, recorded_split_seed
 from training.export import PARITY_FACES, PARITY_TOL
 from training.fit import VAL_FRACTION, split_train
+from training.onnx_nodes import data_inputs
 
 if TYPE_CHECKING:
     import keras
@@ -56,8 +57,8 @@ class MemberWeights:
 def read_members(path: Path) -> list[MemberWeights]:
     """Each distinct member network of an exported graph, in the order of its logits.
 
-    A member is everything upstream of one `logits` bias-add; mirror TTA runs a member twice,
-    so chains with the same weights count once.
+    A member is everything upstream of one `logits` bias-add; mirror TTA and cascades run a
+    member more than once, so chains with the same weights count once.
     """
     import onnx
     from onnx import numpy_helper
@@ -76,7 +77,7 @@ def read_members(path: Path) -> list[MemberWeights]:
     def upstream(node) -> list:
         seen, todo = {id(node): node}, [node]
         while todo:
-            for name in todo.pop().input:
+            for name in data_inputs(todo.pop()):  # not a cascade's row indices
                 up = producer.get(name)
                 if up is not None and id(up) not in seen:
                     seen[id(up)] = up
@@ -189,6 +190,10 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
     path = Path(models_dir) / entry.file
     members = read_members(path)
     info = entry.training
+    cascade = CascadeSpec.from_dict(info.get("cascade"))
+    if cascade is not None:  # read in the order the stages first use them
+        first_use = list(dict.fromkeys(i for stage in cascade.stages for i, _ in stage))
+        members = [members[first_use.index(i)] for i in range(len(first_use))]
     commands = info.get("members") or [info["command"]]
     if len(commands) != len(members):
         raise RuntimeError(
@@ -223,7 +228,7 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
         entry.temperature or 1.0,
         info.get("mirror_tta", False),
         shift,
-        CascadeSpec.from_dict(info.get("cascade")),
+        cascade,
     )
     faces = faces[:PARITY_FACES]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

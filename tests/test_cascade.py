@@ -1,0 +1,192 @@
+"""Early-exit cascades: the graph, its int8 quantization, and the margin search, on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from tests.fer_layout import write_fer_folder  # noqa: E402
+from training import architectures  # noqa: E402
+from training.architectures import GRAY48  # noqa: E402
+from training.cascade import simulate  # noqa: E402
+from training.graph import CascadeSpec, serving_model, top2_margin  # noqa: E402
+
+SHIFT = [0.0, -1.2, 0.0, 0.2, 0.1, 0.0, -0.2]
+
+
+def _logits(model, faces, mirrored=False):
+    x = faces[:, :, ::-1] if mirrored else faces
+    return keras.Model(model.input, model.get_layer("logits").output).predict(x, verbose=0)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_spec_text_round_trips_and_bad_specs_are_refused():
+    spec = CascadeSpec.parse("1;0;0m,1m", [0.8, 0.3])
+    assert spec.stages == (((1, False),), ((0, False),), ((0, True), (1, True)))
+    assert CascadeSpec.from_dict(spec.as_dict()) == spec
+    with pytest.raises(ValueError, match="3 stages need 2 margins"):
+        CascadeSpec.parse("1;0;0m,1m", [0.8])
+    with pytest.raises(ValueError):
+        CascadeSpec.parse("1;;0", [0.5, 0.5])
+
+
+def test_the_shipped_graph_skips_confident_faces_and_matches_the_dense_one(tmp_path):
+    """The exported graph (gather/scatter) gives the dense reference's numbers at any batch
+    size, including single faces that stop after the first stage (empty later batches)."""
+    import onnxruntime as ort
+
+    from training.export import to_onnx
+    from training.quantize import _head_nodes
+
+    keras.utils.set_random_seed(0)
+    members = [architectures.get("emonet").build(None) for _ in range(2)]
+    faces = np.random.default_rng(0).uniform(0, 1, (24, 48, 48, 1)).astype(np.float32)
+    views = {(i, m): _logits(members[i], faces, m) for i in (0, 1) for m in (False, True)}
+    # margins that stop about half the faces after stage 1 and half the rest after stage 2
+    first = np.asarray(top2_margin(views[(1, False)] + np.asarray(SHIFT)))
+    pair = (views[(1, False)] + views[(0, False)]) / 2
+    second = np.asarray(top2_margin(pair + np.asarray(SHIFT)))
+    m1 = float(np.median(first))
+    m2 = float(np.median(second[first < m1]))
+    spec = CascadeSpec(((((1, False),)), ((0, False),), ((0, True), (1, True))), (m1, m2))
+
+    dense = serving_model(members, log_prior_shift=SHIFT, cascade=spec)
+    want = dense.predict(faces, verbose=0)
+    # The dense graph is what `training.cascade.simulate` scores margins with.
+    mean, cost = simulate(views, spec, np.asarray(SHIFT), [0.5, 0.5])
+    np.testing.assert_allclose(want, _softmax(mean + SHIFT), atol=1e-5)
+    going = first < m1
+    stopped_at = np.where(~going, 1, np.where(second < m2, 3, 2))
+    assert set(stopped_at) == {1, 2, 3}
+    assert cost == pytest.approx(0.5 + going.mean() * 0.5 + (stopped_at == 3).mean())
+    np.testing.assert_allclose(
+        want[stopped_at == 1], _softmax(views[(1, False)] + SHIFT)[stopped_at == 1], atol=1e-5
+    )
+
+    sparse = serving_model(members, log_prior_shift=SHIFT, cascade=spec, skip_confident=True)
+    to_onnx(sparse, GRAY48, tmp_path / "cascade.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "cascade.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"input": faces})[0], want, atol=1e-5)
+    one_by_one = np.concatenate([sess.run(None, {"input": f[None]})[0] for f in faces])
+    np.testing.assert_allclose(one_by_one, want, atol=1e-5)
+    assert sess.run(None, {"input": faces[:0]})[0].shape == (0, 7)
+
+    # int8 keeps the logits and what follows them float, but not the convolutions of later
+    # stages, even though which faces reach them depends on the logits.
+    import onnx
+
+    head = set(_head_nodes(tmp_path / "cascade.onnx"))
+    convs = [
+        n.name for n in onnx.load(str(tmp_path / "cascade.onnx")).graph.node if n.op_type == "Conv"
+    ]
+    assert len(convs) == 4 * len(
+        [la for la in members[0].layers if isinstance(la, keras.layers.Conv2D)]
+    )
+    assert not head.intersection(convs)
+
+
+def test_cascade_command_picks_margins_then_evaluate_export_quantize_and_recover(
+    tmp_path, monkeypatch, capsys
+):
+    from training.cli import main
+    from training.ensemble import make_ensemble
+    from training.evaluate import evaluate_run
+    from training.export import export_run
+    from training.fit import TrainOptions, train
+    from training.quantize import quantize_registered
+    from training.recover import recover
+
+    fer = write_fer_folder(tmp_path / "fer", per_class=8)
+    runs = [tmp_path / f"member{seed}" for seed in (1, 2)]
+    for seed, run in zip((1, 2), runs, strict=True):
+        argv = f"train --model emonet --data {fer} --out {run} --epochs 1 --batch-size 16"
+        monkeypatch.setattr(
+            "sys.argv", ["training", *argv.split(), f"--seed={seed}", "--split-seed=5"]
+        )
+        train(
+            TrainOptions(
+                "emonet", str(fer), str(run), epochs=1, batch_size=16, seed=seed, split_seed=5
+            )
+        )
+    ens = make_ensemble(runs, tmp_path / "ens")
+
+    out = tmp_path / "cascade"
+    argv = ["cascade", "--run", str(ens), "--stages", "1;0;0m,1m", "--data", str(fer)]
+    assert main([*argv, "--budget", "1.0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "validation logits of member 0 mirrored" in printed  # progress, one line per view
+    config = json.loads((out / "config.json").read_text())
+    rows = json.loads((out / "cascade.json").read_text())["rows"]
+    chosen = config["cascade"]
+    assert chosen["stages"] == "1;0;0m,1m" and chosen["validation_cost"] <= 1.0
+    best = max(r["accuracy"] for r in rows if r["cost"] <= 1.0)
+    assert chosen["validation_accuracy"] == best
+    assert any(r["cost"] > 1.0 for r in rows)  # the search saw what the budget ruled out
+    assert (out / "cascade.png").stat().st_size > 10_000
+    assert main([*argv, "--out", str(out)]) == 2  # never overwrites
+    assert (
+        main(
+            [
+                "cascade",
+                "--run",
+                str(ens),
+                "--stages",
+                "1;x",
+                "--data",
+                str(fer),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "cascade",
+                "--run",
+                str(ens),
+                "--stages",
+                "1;1m",
+                "--data",
+                str(fer),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
+    assert "each of the 2 members" in capsys.readouterr().err
+
+    with pytest.raises(RuntimeError, match="is a cascade"):
+        evaluate_run(out, fer, tta=True)
+    metrics = evaluate_run(out, fer)
+    assert metrics["cascade"] == {"stages": "1;0;0m,1m", "margins": chosen["margins"]}
+    # margins changed after the evaluation: export refuses the stale metrics
+    edited = config | {"cascade": chosen | {"margins": [0.5, 0.25]}}
+    (out / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(RuntimeError, match="other cascade margins"):
+        export_run(
+            out, "casc", models_dir=tmp_path / "models", data=fer, reports_dir=tmp_path / "rep"
+        )
+    (out / "config.json").write_text(json.dumps(config))
+
+    entry = export_run(
+        out, "casc", models_dir=tmp_path / "models", data=fer, reports_dir=tmp_path / "rep"
+    )
+    assert "early-exit cascade over views 1;0;0m,1m" in entry.description
+    assert entry.training["cascade"] == metrics["cascade"]
+    q = quantize_registered(
+        tmp_path / "models", "casc", "casc-int8", fer, reports_dir=tmp_path / "rep", max_drop=1.0
+    )
+    assert q.training["cascade"] == metrics["cascade"]
+    back = recover(tmp_path / "models", "casc", fer, tmp_path / "rec")
+    assert [r.name for r in back] == [r.name for r in runs]
