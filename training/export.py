@@ -41,6 +41,7 @@ REPORT_FILES = (
     "learning_curves.png",
     "history.csv",
     "config.json",
+    "cascade.png",  # a cascade's validation accuracy against compute
 )
 
 

@@ -132,7 +132,7 @@ def quantize_registered(
         probs,
         extra={"model": name, "test_data_fingerprint": test_fp, "runtime": "onnxruntime int8"},
     )
-    for f in ("learning_curves.png", "history.csv", "config.json"):
+    for f in ("learning_curves.png", "history.csv", "config.json", "cascade.png"):
         src_report = Path(reports_dir) / source / f
         if src_report.exists():
             (Path(reports_dir) / name / f).write_bytes(src_report.read_bytes())
