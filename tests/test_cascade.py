@@ -13,13 +13,18 @@ from tests.fer_layout import write_fer_folder  # noqa: E402
 from training import architectures  # noqa: E402
 from training.architectures import GRAY48  # noqa: E402
 from training.cascade import simulate  # noqa: E402
-from training.graph import CascadeSpec, serving_model, top2_margin  # noqa: E402
+from training.graph import (  # noqa: E402
+    CascadeSpec,
+    serving_model,
+    top2_margin,
+    transform_faces,
+)
 
 SHIFT = [0.0, -1.2, 0.0, 0.2, 0.1, 0.0, -0.2]
 
 
-def _logits(model, faces, mirrored=False):
-    x = faces[:, :, ::-1] if mirrored else faces
+def _logits(model, faces, transform=""):
+    x = np.asarray(transform_faces(faces, transform)) if transform else faces
     return keras.Model(model.input, model.get_layer("logits").output).predict(x, verbose=0)
 
 
@@ -30,12 +35,23 @@ def _softmax(z):
 
 def test_spec_text_round_trips_and_bad_specs_are_refused():
     spec = CascadeSpec.parse("1;0;0m,1m", [0.8, 0.3])
-    assert spec.stages == (((1, False),), ((0, False),), ((0, True), (1, True)))
+    assert spec.stages == (((1, ""),), ((0, ""),), ((0, "m"), (1, "m")))
+    assert CascadeSpec.parse("0;1zm, 0z", [0.1]).text() == "0;1zm,0z"
     assert CascadeSpec.from_dict(spec.as_dict()) == spec
     with pytest.raises(ValueError, match="3 stages need 2 margins"):
         CascadeSpec.parse("1;0;0m,1m", [0.8])
-    with pytest.raises(ValueError):
-        CascadeSpec.parse("1;;0", [0.5, 0.5])
+    for bad in ("1;;0", "1;0x", "1;mz0"):
+        with pytest.raises(ValueError):
+            CascadeSpec.parse(bad, [0.5, 0.5])
+
+
+def test_zoomed_view_is_the_centre_scaled_back_up():
+    import tensorflow as tf
+
+    faces = np.random.default_rng(0).uniform(0, 1, (3, 48, 48, 1)).astype(np.float32)
+    want = tf.image.resize(faces[:, 1:47, 1:47], (48, 48)).numpy()  # ZOOM 1.05: 46 of 48
+    np.testing.assert_allclose(transform_faces(faces, "z"), want, atol=1e-5)
+    np.testing.assert_allclose(transform_faces(faces, "zm"), want[:, :, ::-1], atol=1e-5)
 
 
 def test_the_shipped_graph_skips_confident_faces_and_matches_the_dense_one(tmp_path):
@@ -49,27 +65,28 @@ def test_the_shipped_graph_skips_confident_faces_and_matches_the_dense_one(tmp_p
     keras.utils.set_random_seed(0)
     members = [architectures.get("emonet").build(None) for _ in range(2)]
     faces = np.random.default_rng(0).uniform(0, 1, (24, 48, 48, 1)).astype(np.float32)
-    views = {(i, m): _logits(members[i], faces, m) for i in (0, 1) for m in (False, True)}
-    # margins that stop about half the faces after stage 1 and half the rest after stage 2
-    first = np.asarray(top2_margin(views[(1, False)] + np.asarray(SHIFT)))
-    pair = (views[(1, False)] + views[(0, False)]) / 2
-    second = np.asarray(top2_margin(pair + np.asarray(SHIFT)))
-    m1 = float(np.median(first))
-    m2 = float(np.median(second[first < m1]))
-    spec = CascadeSpec(((((1, False),)), ((0, False),), ((0, True), (1, True))), (m1, m2))
+    stages = CascadeSpec.parse("1;0;0m,1m;0z,1zm", [1.0] * 3).stages
+    views = {v: _logits(members[v[0]], faces, v[1]) for stage in stages for v in stage}
+    shift = np.asarray(SHIFT)
+    # margins that stop about half of the faces still going at each stage
+    margins, going = [], [np.ones(len(faces), bool)]
+    for k in range(1, len(stages)):
+        mean, _ = simulate(views, CascadeSpec(stages[:k], tuple(margins)), shift, [0.5, 0.5])
+        top2 = np.asarray(top2_margin(mean + shift))
+        margins.append(float(np.median(top2[going[-1]])))
+        going.append(going[-1] & (top2 < margins[-1]))
+    spec = CascadeSpec(stages, tuple(margins))
+    stopped_at = np.sum(going, axis=0)
+    assert set(stopped_at) == {1, 2, 3, 4}
 
     dense = serving_model(members, log_prior_shift=SHIFT, cascade=spec)
     want = dense.predict(faces, verbose=0)
     # The dense graph is what `training.cascade.simulate` scores margins with.
-    mean, cost = simulate(views, spec, np.asarray(SHIFT), [0.5, 0.5])
-    np.testing.assert_allclose(want, _softmax(mean + SHIFT), atol=1e-5)
-    going = first < m1
-    stopped_at = np.where(~going, 1, np.where(second < m2, 3, 2))
-    assert set(stopped_at) == {1, 2, 3}
-    assert cost == pytest.approx(0.5 + going.mean() * 0.5 + (stopped_at == 3).mean())
-    np.testing.assert_allclose(
-        want[stopped_at == 1], _softmax(views[(1, False)] + SHIFT)[stopped_at == 1], atol=1e-5
-    )
+    mean, cost = simulate(views, spec, shift, [0.5, 0.5])
+    np.testing.assert_allclose(want, _softmax(mean + shift), atol=1e-5)
+    assert cost == pytest.approx(0.5 + 0.5 * going[1].mean() + going[2].mean() + going[3].mean())
+    first = _softmax(views[(1, "")] + shift)
+    np.testing.assert_allclose(want[stopped_at == 1], first[stopped_at == 1], atol=1e-5)
 
     sparse = serving_model(members, log_prior_shift=SHIFT, cascade=spec, skip_confident=True)
     to_onnx(sparse, GRAY48, tmp_path / "cascade.onnx")
@@ -87,7 +104,7 @@ def test_the_shipped_graph_skips_confident_faces_and_matches_the_dense_one(tmp_p
     convs = [
         n.name for n in onnx.load(str(tmp_path / "cascade.onnx")).graph.node if n.op_type == "Conv"
     ]
-    assert len(convs) == 4 * len(
+    assert len(convs) == 6 * len(
         [la for la in members[0].layers if isinstance(la, keras.layers.Conv2D)]
     )
     assert not head.intersection(convs)

@@ -1,8 +1,8 @@
 """Choose an early-exit cascade's margins on the validation split, within a compute budget.
 
-A network's prediction on a face it is sure about rarely changes when more networks or the
-mirror image are averaged in; the gains of an ensemble and of mirror TTA come from doubtful
-faces. A cascade (`training.graph.CascadeSpec`) runs its first stage on every face and the
+A network's prediction on a face it is sure about rarely changes when more networks or
+other views of the face (mirrored, zoomed) are averaged in; the gains of an ensemble and of
+test-time augmentation come from doubtful faces. A cascade (`training.graph.CascadeSpec`) runs its first stage on every face and the
 later ones only on faces whose top-2 margin is still small. This scores every choice of
 margins on a grid, from each view's validation logits (computed once), and keeps the most
 accurate one whose mean compute per face stays within `budget` times that of running every
@@ -57,14 +57,14 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def simulate(
-    views: dict[tuple[int, bool], np.ndarray],
+    views: dict[tuple[int, str], np.ndarray],
     spec: CascadeSpec,
     shift: np.ndarray,
     costs: list[float],
 ) -> tuple[np.ndarray, float]:
     """The cascade's mean logits (as the graph computes them) and its mean cost per face.
 
-    `views` maps `(member, mirrored)` to that view's logits; `costs` is each member's cost
+    `views` maps `(member, transform)` to that view's logits; `costs` is each member's cost
     as a share of all members' together.
     """
     first = spec.stages[0]
@@ -114,7 +114,7 @@ def tune_cascade(
     spec_in = architectures.get(config["model"]).input
     views = {}
     for view in sorted({v for stage in shape.stages for v in stage}):
-        print(f"validation logits of member {view[0]}{' mirrored' if view[1] else ''}", flush=True)
+        print(f"validation logits of view {view[0]}{view[1]}", flush=True)
         one = CascadeSpec(((view,),), ())
         probs = predict_keras(serving_model(members, cascade=one), val, spec_in)
         views[view] = np.log(np.clip(probs, 1e-30, None))  # the logits up to a per-face constant
