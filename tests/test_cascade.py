@@ -139,7 +139,7 @@ def test_cascade_command_picks_margins_then_evaluate_export_quantize_and_recover
     argv = ["cascade", "--run", str(ens), "--stages", "1;0;0m,1m", "--data", str(fer)]
     assert main([*argv, "--budget", "1.0", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "validation logits of member 0 mirrored" in printed  # progress, one line per view
+    assert "validation logits of view 0m" in printed  # progress, one line per view
     config = json.loads((out / "config.json").read_text())
     rows = json.loads((out / "cascade.json").read_text())["rows"]
     chosen = config["cascade"]

@@ -188,8 +188,8 @@ class Cascade(layers.Layer):
 
     def _sum(self, x, stage):
         """Summed logits of one stage's views of the faces `x` (each transform made once)."""
-        seen = {t: transform_faces(x, t) if t else x for t in dict.fromkeys(t for _, t in stage)}
-        views = [self.logit_models[i](seen[t]) for i, t in stage]
+        looks = {t: transform_faces(x, t) if t else x for t in dict.fromkeys(t for _, t in stage)}
+        views = [self.logit_models[i](looks[t]) for i, t in stage]
         return views[0] if len(views) == 1 else ops.sum(ops.stack(views), axis=0)
 
     def call(self, x):
