@@ -83,6 +83,30 @@ def simulate(
     return mean, float(cost)
 
 
+def view_logits(members, shape: CascadeSpec, split, spec_in) -> dict[tuple[int, str], np.ndarray]:
+    """Each view's logits (up to a per-face constant) on `split`, computed once."""
+    views = {}
+    for view in sorted({v for stage in shape.stages for v in stage}):
+        print(f"validation logits of view {view[0]}{view[1]}", flush=True)
+        probs = predict_keras(
+            serving_model(members, cascade=CascadeSpec(((view,),), ())), split, spec_in
+        )
+        views[view] = np.log(np.clip(probs, 1e-30, None))
+    return views
+
+
+def score_margins(views, shape: CascadeSpec, shift, costs, y) -> list[dict]:
+    """Accuracy and mean cost of every non-increasing choice of margins on the grid."""
+    rows = []
+    for margins in itertools.product(GRID, repeat=len(shape.stages) - 1):
+        if any(b > a for a, b in itertools.pairwise(margins)):
+            continue  # a later stage never asks for more doubt than an earlier one
+        mean, cost = simulate(views, CascadeSpec(shape.stages, margins), shift, costs)
+        accuracy = float(np.mean((mean + shift).argmax(1) == y))
+        rows.append({"margins": list(margins), "accuracy": accuracy, "cost": cost})
+    return rows
+
+
 def tune_cascade(
     run: str | Path, stages: str, data: str | Path, budget: float, out: str | Path
 ) -> CascadeSpec:
@@ -111,30 +135,10 @@ def tune_cascade(
         recorded_split_seed(opts),
         config.get("val_fraction", VAL_FRACTION),
     )
-    spec_in = architectures.get(config["model"]).input
-    views = {}
-    for view in sorted({v for stage in shape.stages for v in stage}):
-        print(f"validation logits of view {view[0]}{view[1]}", flush=True)
-        one = CascadeSpec(((view,),), ())
-        probs = predict_keras(serving_model(members, cascade=one), val, spec_in)
-        views[view] = np.log(np.clip(probs, 1e-30, None))  # the logits up to a per-face constant
+    views = view_logits(members, shape, val, architectures.get(config["model"]).input)
     macs = [multiply_adds(m) for m in members]
-    costs = [m / sum(macs) for m in macs]
     shift = np.asarray(prior_correction(config) or [0.0] * N_CLASSES)
-
-    rows = []
-    for margins in itertools.product(GRID, repeat=len(shape.stages) - 1):
-        if any(b > a for a, b in itertools.pairwise(margins)):
-            continue  # a later stage never asks for more doubt than an earlier one
-        spec = CascadeSpec(shape.stages, margins)
-        mean, cost = simulate(views, spec, shift, costs)
-        rows.append(
-            {
-                "margins": list(margins),
-                "accuracy": float(np.mean((mean + shift).argmax(1) == val.y)),
-                "cost": cost,
-            }
-        )
+    rows = score_margins(views, shape, shift, [m / sum(macs) for m in macs], val.y)
     within = [r for r in rows if r["cost"] <= budget]
     if not within:
         raise RuntimeError(f"no choice of margins costs at most {budget:g} of the plain ensemble")
