@@ -153,9 +153,12 @@ def test_cascade_command_picks_margins_then_evaluate_export_quantize_and_recover
         bad = ["cascade", "--run", str(ens), "--stages", stages, "--data", str(fer)]
         assert main([*bad, "--out", str(tmp_path / "x")]) == 2
     assert "each of the 2 members" in capsys.readouterr().err
+    assert main([*argv, "--budget", "0.2", "--out", str(tmp_path / "x")]) == 2
+    assert "first stage alone costs 0.50" in capsys.readouterr().err
 
-    with pytest.raises(RuntimeError, match="is a cascade"):
-        evaluate_run(out, fer, tta=True)
+    for refused in ({"tta": True}, {"prior": False}):
+        with pytest.raises(RuntimeError, match="is a cascade"):
+            evaluate_run(out, fer, **refused)
     metrics = evaluate_run(out, fer)
     assert metrics["cascade"] == {"stages": "1;0;0m,1m", "margins": chosen["margins"]}
     # margins changed after the evaluation: export refuses the stale metrics

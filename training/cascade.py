@@ -128,20 +128,26 @@ def tune_cascade(
             f"the stages {stages!r} must use each of the {len(members)} members (0 to "
             f"{len(members) - 1}) of {run} at least once"
         )
+    macs = [multiply_adds(m) for m in members]
+    costs = [m / sum(macs) for m in macs]
+    cheapest = sum(costs[i] for i, _ in shape.stages[0])  # every margin 0: stage 1 alone
+    if cheapest > budget:
+        raise RuntimeError(
+            f"the first stage alone costs {cheapest:.2f} of the plain ensemble, over --budget {budget:g}"
+        )
     opts = config["options"]
-    _, val, _ = split_train(
+    _, val, fingerprint = split_train(
         data,
         opts.get("limit_per_class"),
         recorded_split_seed(opts),
         config.get("val_fraction", VAL_FRACTION),
     )
+    if fingerprint != config["data_fingerprint"]:
+        raise RuntimeError(f"{data} is not the data {run} was trained on ({fingerprint})")
     views = view_logits(members, shape, val, architectures.get(config["model"]).input)
-    macs = [multiply_adds(m) for m in members]
     shift = np.asarray(prior_correction(config) or [0.0] * N_CLASSES)
-    rows = score_margins(views, shape, shift, [m / sum(macs) for m in macs], val.y)
-    within = [r for r in rows if r["cost"] <= budget]
-    if not within:
-        raise RuntimeError(f"no choice of margins costs at most {budget:g} of the plain ensemble")
+    rows = score_margins(views, shape, shift, costs, val.y)
+    within = [r for r in rows if r["cost"] <= budget]  # all margins 0 always is
     best = max(within, key=lambda r: (r["accuracy"], -r["cost"]))
     everything = next(r for r in rows if all(m == 1.0 for m in r["margins"]))
     chosen = CascadeSpec(shape.stages, tuple(best["margins"]))

@@ -133,8 +133,11 @@ def evaluate_run(
     opts = config["options"]
     shift = prior_correction(config) if prior else None
     cascade = CascadeSpec.from_dict(config.get("cascade"))
-    if cascade is not None and tta:
-        raise RuntimeError(f"{run} is a cascade: its stages say which views it uses, not --tta")
+    if cascade is not None and (tta or not prior):
+        raise RuntimeError(
+            f"{run} is a cascade: its stages say which views it uses and its margins were "
+            "chosen with the prior correction, so neither --tta nor --no-prior-correction"
+        )
     model = serving_model(
         load_members(run, config), tta=tta, log_prior_shift=shift, cascade=cascade
     )

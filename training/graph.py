@@ -133,7 +133,12 @@ class CascadeSpec:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> CascadeSpec | None:
-        return None if d is None else cls.parse(d["stages"], d["margins"])
+        if d is None:
+            return None
+        try:
+            return cls.parse(d["stages"], d["margins"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RuntimeError(f"not a cascade: {d!r} ({exc})") from exc
 
 
 def zoom_matrix(size: int) -> np.ndarray:
@@ -188,7 +193,7 @@ class Cascade(layers.Layer):
 
     def _sum(self, x, stage):
         """Summed logits of one stage's views of the faces `x` (each transform made once)."""
-        looks = {t: transform_faces(x, t) if t else x for t in dict.fromkeys(t for _, t in stage)}
+        looks = {t: transform_faces(x, t) for t in dict.fromkeys(t for _, t in stage)}
         views = [self.logit_models[i](looks[t]) for i, t in stage]
         return views[0] if len(views) == 1 else ops.sum(ops.stack(views), axis=0)
 

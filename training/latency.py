@@ -55,9 +55,12 @@ def time_per_face(sess, batch: int, seconds: float, faces: np.ndarray | None = N
     if faces is None:
         h, w, c = (int(d) for d in inp.shape[1:])
         faces = np.random.default_rng(0).uniform(0, 1, (batch, h, w, c)).astype(np.float32)
+    # Splits are read class by class: shuffle once, so that a batch mixes classes as a
+    # cascade's real traffic would (its cost depends on how sure it is of each face).
+    faces = faces[np.random.default_rng(1).permutation(len(faces))]
     if len(faces) < batch:
         faces = np.resize(faces, (batch, *faces.shape[1:]))
-    order = np.random.default_rng(1).permutation(len(faces) - batch + 1)
+    order = np.random.default_rng(2).permutation(len(faces) - batch + 1)
     batches = (faces[i : i + batch] for i in itertools.cycle(order))
     for _ in range(10):
         sess.run(None, {inp.name: next(batches)})

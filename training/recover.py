@@ -190,15 +190,23 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
     path = Path(models_dir) / entry.file
     members = read_members(path)
     info = entry.training
-    cascade = CascadeSpec.from_dict(info.get("cascade"))
-    if cascade is not None:  # read in the order the stages first use them
-        first_use = list(dict.fromkeys(i for stage in cascade.stages for i, _ in stage))
-        members = [members[first_use.index(i)] for i in range(len(first_use))]
     commands = info.get("members") or [info["command"]]
     if len(commands) != len(members):
         raise RuntimeError(
             f"{path} holds {len(members)} networks but its entry records {len(commands)} commands"
         )
+    cascade = CascadeSpec.from_dict(info.get("cascade"))
+    if cascade is not None:  # the graph holds them in the order the stages first use them
+        first_use: list[int] = []
+        for stage in cascade.stages:
+            new = [i for i, _ in stage if i not in first_use]
+            if len(set(new)) > 1:
+                raise RuntimeError(
+                    f"{path}: stage {cascade.text()!r} brings in several networks at once, "
+                    "so which is which cannot be read from the graph's order"
+                )
+            first_use += new[:1]
+        members = [members[first_use.index(i)] for i in range(len(first_use))]
     keras.mixed_precision.set_global_policy("float32")
     names = info["architecture"].split("+")
     shift = info.get("log_prior_shift")
