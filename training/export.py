@@ -79,8 +79,9 @@ def describe(members: list[str], tta: bool, prior: bool, cascade: CascadeSpec | 
     text += "; mirror TTA in the graph" if tta else ""
     if cascade is not None:
         margins = ", ".join(f"{m:g}" for m in cascade.margins)
+        legend = "m: mirrored" + (", z: zoomed in" if "z" in cascade.text() else "")
         text += (
-            f"; early-exit cascade over views {cascade.text()} (m: mirrored), a face going on "
+            f"; early-exit cascade over views {cascade.text()} ({legend}), a face going on "
             f"while its top-2 margin is below {margins}"
         )
     return text + ("; class-weight prior correction in the graph" if prior else "")
