@@ -62,6 +62,7 @@ def test_the_shipped_graph_skips_confident_faces_and_matches_the_dense_one(tmp_p
     from training.export import to_onnx
     from training.quantize import _head_nodes
 
+    keras.mixed_precision.set_global_policy("float32")  # as `load_float32` serves members
     keras.utils.set_random_seed(0)
     members = [architectures.get("emonet").build(None) for _ in range(2)]
     faces = np.random.default_rng(0).uniform(0, 1, (24, 48, 48, 1)).astype(np.float32)

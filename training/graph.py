@@ -254,7 +254,7 @@ def serving_model(
     else:
         views = [x]
         if tta:
-            views.append(layers.Lambda(lambda t: ops.flip(t, axis=2), name="mirror")(x))
+            views.append(layers.Lambda(lambda t: transform_faces(t, "m"), name="mirror")(x))
         all_logits = [lm(v) for lm in logit_models for v in views]
         logits = all_logits[0]
         if len(all_logits) > 1:
