@@ -191,14 +191,22 @@ class Cascade(layers.Layer):
         self.logit_models, self.spec, self.skip_confident = logit_models, spec, skip_confident
         self.shift = ops.convert_to_tensor([shift or [0.0] * N_CLASSES], dtype="float32")
 
-    def _sum(self, x, stage):
-        """Summed logits of one stage's views of the faces `x` (each transform made once)."""
-        looks = {t: transform_faces(x, t) for t in dict.fromkeys(t for _, t in stage)}
-        views = [self.logit_models[i](looks[t]) for i, t in stage]
+    def _sum(self, looks, stage):
+        """Summed logits of one stage's views; `looks` maps "" and "z" to the faces unzoomed
+        and zoomed, and each mirror image is made once."""
+        faces = {
+            t: transform_faces(looks[t.replace("m", "")], "m") if "m" in t else looks[t]
+            for t in dict.fromkeys(t for _, t in stage)
+        }
+        views = [self.logit_models[i](faces[t]) for i, t in stage]
         return views[0] if len(views) == 1 else ops.sum(ops.stack(views), axis=0)
 
     def call(self, x):
-        total = self._sum(x, self.spec.stages[0])
+        # The zoom (two matrix products) is made once for the whole batch and its rows
+        # gathered with the faces, rather than made again for each stage's subset.
+        zooms = (t.replace("m", "") for stage in self.spec.stages for _, t in stage)
+        looks = {z: transform_faces(x, z) for z in dict.fromkeys(zooms)}
+        total = self._sum(looks, self.spec.stages[0])
         seen = len(self.spec.stages[0])
         result = mean = total / seen  # every face's mean logits; those of the faces going on
         where = tf.range(tf.shape(x)[0])  # their rows in the batch
@@ -209,13 +217,14 @@ class Cascade(layers.Layer):
             if self.skip_confident:
                 # tf.gather, not ops.take: its wrap-around of negative indices costs nodes
                 rows = tf.where(doubtful)[:, 0]
-                x, total, where = (tf.gather(t, rows) for t in (x, total, where))
-                total = total + self._sum(x, stage)
+                total, where = tf.gather(total, rows), tf.gather(where, rows)
+                looks = {z: tf.gather(faces, rows) for z, faces in looks.items()}
+                total = total + self._sum(looks, stage)
                 mean = total / seen
                 result = tf.tensor_scatter_nd_update(result, where[:, None], mean)
             else:
                 going = doubtful if going is None else ops.logical_and(going, doubtful)
-                total = total + self._sum(x, stage)
+                total = total + self._sum(looks, stage)
                 result = mean = ops.where(ops.expand_dims(going, 1), total / seen, result)
         return result
 
