@@ -14,6 +14,7 @@ from training import architectures  # noqa: E402
 from training.architectures import GRAY48  # noqa: E402
 from training.cascade import simulate  # noqa: E402
 from training.graph import (  # noqa: E402
+    SMOOTH_SIGMA,
     CascadeSpec,
     serving_model,
     top2_margin,
@@ -37,10 +38,15 @@ def test_spec_text_round_trips_and_bad_specs_are_refused():
     spec = CascadeSpec.parse("1;0;0m,1m", [0.8, 0.3])
     assert spec.stages == (((1, ""),), ((0, ""),), ((0, "m"), (1, "m")))
     assert CascadeSpec.parse("0;1zm, 0z", [0.1]).text() == "0;1zm,0z"
+    assert CascadeSpec.parse("0s;1sm,1zsm", [0.1]).stages[1] == ((1, "sm"), (1, "zsm"))
     assert CascadeSpec.from_dict(spec.as_dict()) == spec
     with pytest.raises(ValueError, match="3 stages need 2 margins"):
         CascadeSpec.parse("1;0;0m,1m", [0.8])
-    for bad in ("1;;0", "1;0x", "1;mz0"):
+    from training.export import describe
+
+    text = describe(["a", "b"], False, True, CascadeSpec.parse("1s;0sm", [0.5]))
+    assert "views 1s;0sm (m: mirrored, s: smoothed), a face going on while" in text
+    for bad in ("1;;0", "1;0x", "1;mz0", "1;0ms"):
         with pytest.raises(ValueError):
             CascadeSpec.parse(bad, [0.5, 0.5])
 
@@ -52,6 +58,22 @@ def test_zoomed_view_is_the_centre_scaled_back_up():
     want = tf.image.resize(faces[:, 1:47, 1:47], (48, 48)).numpy()  # ZOOM 1.05: 46 of 48
     np.testing.assert_allclose(transform_faces(faces, "z"), want, atol=1e-5)
     np.testing.assert_allclose(transform_faces(faces, "zm"), want[:, :, ::-1], atol=1e-5)
+
+
+def test_smoothed_view_is_the_gaussian_blur_training_gives_faces():
+    import cv2
+
+    faces = np.random.default_rng(0).uniform(0, 1, (3, 48, 48, 1)).astype(np.float32)
+    got = np.asarray(transform_faces(faces, "s"))
+    want = np.stack([cv2.GaussianBlur(f[..., 0], (5, 5), SMOOTH_SIGMA)[..., None] for f in faces])
+    np.testing.assert_allclose(got[:, 2:-2, 2:-2], want[:, 2:-2, 2:-2], atol=1e-5)
+    flat = np.full((1, 48, 48, 1), 0.3, np.float32)  # at the borders too, weights sum to 1
+    np.testing.assert_allclose(transform_faces(flat, "s"), flat, atol=1e-6)
+    np.testing.assert_allclose(transform_faces(faces, "sm"), got[:, :, ::-1], atol=1e-6)
+    zoomed = np.asarray(transform_faces(faces, "z"))
+    np.testing.assert_allclose(
+        transform_faces(faces, "zs"), transform_faces(zoomed, "s"), atol=1e-5
+    )
 
 
 def test_the_shipped_graph_skips_confident_faces_and_matches_the_dense_one(tmp_path):
@@ -66,7 +88,8 @@ def test_the_shipped_graph_skips_confident_faces_and_matches_the_dense_one(tmp_p
     keras.utils.set_random_seed(0)
     members = [architectures.get("emonet").build(None) for _ in range(2)]
     faces = np.random.default_rng(0).uniform(0, 1, (24, 48, 48, 1)).astype(np.float32)
-    stages = CascadeSpec.parse("1;0;0m,1m;0z,1zm", [1.0] * 3).stages
+    # a smoothed first view, so its rows are carried through every stage's gather
+    stages = CascadeSpec.parse("1s;0;0sm,1m;0z,1zm", [1.0] * 3).stages
     views = {v: _logits(members[v[0]], faces, v[1]) for stage in stages for v in stage}
     shift = np.asarray(SHIFT)
     # margins that stop about half of the faces still going at each stage
@@ -86,7 +109,7 @@ def test_the_shipped_graph_skips_confident_faces_and_matches_the_dense_one(tmp_p
     mean, cost = simulate(views, spec, shift, [0.5, 0.5])
     np.testing.assert_allclose(want, _softmax(mean + shift), atol=1e-5)
     assert cost == pytest.approx(0.5 + 0.5 * going[1].mean() + going[2].mean() + going[3].mean())
-    first = _softmax(views[(1, "")] + shift)
+    first = _softmax(views[(1, "s")] + shift)
     np.testing.assert_allclose(want[stopped_at == 1], first[stopped_at == 1], atol=1e-5)
 
     sparse = serving_model(members, log_prior_shift=SHIFT, cascade=spec, skip_confident=True)

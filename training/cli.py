@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--stages",
         required=True,
-        help="views per stage: members by index, m for the mirror image, e.g. '1;0;0m,1m'",
+        help="views per stage: members by index, then z (zoomed in), s (smoothed as training "
+        "smooths faces) and m (mirrored) as wanted, e.g. '1s;0s;0sm,1sm'",
     )
     c.add_argument("--data", required=True)
     c.add_argument(

@@ -79,7 +79,11 @@ def describe(members: list[str], tta: bool, prior: bool, cascade: CascadeSpec | 
     text += "; mirror TTA in the graph" if tta else ""
     if cascade is not None:
         margins = ", ".join(f"{m:g}" for m in cascade.margins)
-        legend = "m: mirrored" + (", z: zoomed in" if "z" in cascade.text() else "")
+        legend = ", ".join(
+            f"{t}: {what}"
+            for t, what in (("m", "mirrored"), ("z", "zoomed in"), ("s", "smoothed"))
+            if t == "m" or t in cascade.text()
+        )
         text += (
             f"; early-exit cascade over views {cascade.text()} ({legend}), a face going on "
             f"while its top-2 margin is below {margins}"
