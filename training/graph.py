@@ -101,10 +101,11 @@ class CascadeSpec:
     """Which views each stage of an early-exit cascade adds, and when a face goes on.
 
     A view is `(member index, transform)`, written `0`, `0m` (mirrored), `0z` (zoomed in),
-    `0s` (smoothed as training smooths faces) or a mix such as `0zm` or `0sm`. Every face gets the first stage; a face goes on to the next stage only while the
-    margin between its two most likely classes (under the mean logits so far,
-    prior-corrected, at T = 1) is below that stage's threshold. Confident faces thus pay for
-    one network while doubtful ones get every view.
+    `0s` (smoothed as training smooths faces) or a mix such as `0zm` or `0sm`. Every face
+    gets the first stage; a face goes on to the next stage only while the margin between its
+    two most likely classes (under the mean logits so far, prior-corrected, at T = 1) is
+    below that stage's threshold. Confident faces thus pay for one network while doubtful
+    ones get every view.
     """
 
     stages: tuple[tuple[tuple[int, str], ...], ...]
@@ -172,21 +173,17 @@ def smooth_matrix(size: int, sigma: float = SMOOTH_SIGMA) -> np.ndarray:
     return (m / m.sum(1, keepdims=True)).astype(np.float32)
 
 
-def _resample(x, rows: np.ndarray, cols: np.ndarray):
-    """`rows @ face @ cols.T` for each face of `x` (NHWC): two Einsum nodes."""
-    x = tf.einsum("ij,njwc->niwc", rows, x)
-    return tf.einsum("ij,nhjc->nhic", cols, x)
+def _axis_matrix(size: int, transform: str) -> np.ndarray:
+    """The zoom and/or smoothing of `transform` along one axis, as one matrix."""
+    m = zoom_matrix(size) if "z" in transform else np.eye(size, dtype=np.float32)
+    return smooth_matrix(size) @ m if "s" in transform else m
 
 
 def transform_faces(x, transform: str):
     """The faces `x` (NHWC) as view `transform` sees them (`CascadeSpec`)."""
-    h, w = x.shape[1], x.shape[2]
-    if "z" in transform and "s" in transform:  # one product: zoom, then smooth
-        x = _resample(x, smooth_matrix(h) @ zoom_matrix(h), smooth_matrix(w) @ zoom_matrix(w))
-    elif "z" in transform:
-        x = _resample(x, zoom_matrix(h), zoom_matrix(w))
-    elif "s" in transform:
-        x = _resample(x, smooth_matrix(h), smooth_matrix(w))
+    if "z" in transform or "s" in transform:  # rows, then columns: two Einsum nodes
+        x = tf.einsum("ij,njwc->niwc", _axis_matrix(x.shape[1], transform), x)
+        x = tf.einsum("ij,nhjc->nhic", _axis_matrix(x.shape[2], transform), x)
     if "m" in transform:  # a Gather of the columns in reverse: one ONNX node
         x = tf.gather(x, list(range(x.shape[2] - 1, -1, -1)), axis=2)
     return x
@@ -227,8 +224,8 @@ class Cascade(layers.Layer):
     def call(self, x):
         # A zoom or smoothing (two matrix products) is made once for the whole batch and its
         # rows gathered with the faces, rather than made again for each stage's subset.
-        zooms = (t.replace("m", "") for stage in self.spec.stages for _, t in stage)
-        looks = {z: transform_faces(x, z) for z in dict.fromkeys(zooms)}
+        bases = (t.replace("m", "") for stage in self.spec.stages for _, t in stage)
+        looks = {b: transform_faces(x, b) for b in dict.fromkeys(bases)}
         total = self._sum(looks, self.spec.stages[0])
         seen = len(self.spec.stages[0])
         result = mean = total / seen  # every face's mean logits; those of the faces going on
@@ -241,7 +238,7 @@ class Cascade(layers.Layer):
                 # tf.gather, not ops.take: its wrap-around of negative indices costs nodes
                 rows = tf.where(doubtful)[:, 0]
                 total, where = tf.gather(total, rows), tf.gather(where, rows)
-                looks = {z: tf.gather(faces, rows) for z, faces in looks.items()}
+                looks = {b: tf.gather(faces, rows) for b, faces in looks.items()}
                 total = total + self._sum(looks, stage)
                 mean = total / seen
                 result = tf.tensor_scatter_nd_update(result, where[:, None], mean)
