@@ -272,6 +272,54 @@ def test_monitor_val_accuracy_keeps_the_most_accurate_epoch_across_a_resume(fer_
     assert kept == pytest.approx(max(accuracy))
 
 
+def test_one_affine_map_blurs_a_face_less_than_one_layer_per_transform():
+    import cv2
+
+    from training.augment import AugmentConfig, RandomAffine, build_augmenter
+
+    keras.utils.set_random_seed(0)
+    faces = np.random.default_rng(0).uniform(0, 255, (64, 48, 48, 1)).astype(np.float32)
+    still = AugmentConfig(one_resampling=True, rotation_deg=0.0, shift=0.0, zoom=0.0)
+    np.testing.assert_allclose(RandomAffine(still)(faces), faces, atol=1e-3)  # identity map
+
+    def sharpness(x):  # Laplacian energy away from the filled borders
+        return np.mean([np.mean(cv2.Laplacian(f[..., 0], cv2.CV_32F)[8:40, 8:40] ** 2) for f in x])
+
+    kept = {}
+    for one in (False, True):
+        cfg = AugmentConfig(rotation_deg=10, shift=0.1, zoom=0.1, one_resampling=one)
+        layers = build_augmenter(cfg, seed=1).layers
+        assert [type(la).__name__ for la in layers] == (
+            ["RandomAffine"] if one else ["RandomRotation", "RandomTranslation", "RandomZoom"]
+        )
+        moved = np.asarray(build_augmenter(cfg, seed=1)(faces, training=True))
+        assert moved.shape == faces.shape and np.abs(moved - faces).mean() > 20  # it moves
+        kept[one] = sharpness(moved) / sharpness(faces)
+    # on pixel noise one resampling keeps about 28% of the Laplacian energy, three about 5%
+    assert kept[False] < 0.1 < 0.2 < kept[True]
+
+
+def test_one_resampling_reaches_the_training_pipeline_and_survives_a_resume(
+    fer_dir, tmp_path, monkeypatch
+):
+    import training.fit as fit
+
+    augments, real = [], fit.make_dataset
+
+    def spy(*args, **kwargs):
+        augments.append(kwargs.get("augment"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit, "make_dataset", spy)
+    run = tmp_path / "sharp"
+    opts = dict(model="emonet", data=str(fer_dir), out=str(run), limit_per_class=2, batch_size=4)
+    train(TrainOptions(**opts, epochs=1, one_resampling=True))
+    train(TrainOptions(**opts, epochs=2, resume=True))  # no flag: the run keeps its own
+    assert json.loads((run / "config.json").read_text())["options"]["one_resampling"] is True
+    trained = [a for a in augments if a is not None and a.active]
+    assert len(trained) == 2 and all(a.one_resampling and a.geometric for a in trained)
+
+
 def test_a_run_stopped_in_its_first_epoch_starts_again_on_resume(fer_dir, tmp_path):
     run = tmp_path / "cut"
     run.mkdir()

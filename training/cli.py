@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative,
         help="mixup Beta alpha, e.g. 0.2; 0 = off (default: the recipe's)",
     )
+    t.add_argument(
+        "--one-resampling",
+        action="store_true",
+        help="rotate, shear, shift and zoom each face in one affine map, so it is resampled "
+        "(and blurred) once rather than once per transform",
+    )
     t.add_argument("--time-budget", type=budget_arg, help="e.g. 2h, 90m")
     t.add_argument(
         "--weights",
@@ -288,6 +294,7 @@ def train_options(args: argparse.Namespace):
         teacher_weight=args.teacher_weight,
         init_from=args.init_from,
         mixup=args.mixup,
+        one_resampling=args.one_resampling,
         monitor=args.monitor,
     )
 

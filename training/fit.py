@@ -69,6 +69,7 @@ class TrainOptions:
     teacher_weight: float = 0.7  # share of the teacher's probabilities in each target
     init_from: str | None = None  # a run of the same architecture to start from
     mixup: float | None = None  # Beta alpha of mixup; the recipe's when None, 0 = off
+    one_resampling: bool = False  # the recipe's geometric augmentation as one affine map
     # What picks best.keras. Label smoothing and class weights let the validation loss rise
     # while accuracy still improves late in a cycle, so later cycles are better kept by accuracy.
     monitor: str = "val_loss"
@@ -280,7 +281,7 @@ def train(opts: TrainOptions) -> Path:
         arch.input,
         batch,
         training=True,
-        augment=recipe.augment,
+        augment=replace(recipe.augment, one_resampling=bool(recorded.get("one_resampling"))),
         class_weights=weights,
         label_smoothing=recipe.label_smoothing,
         teacher=teacher,
