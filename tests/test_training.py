@@ -277,6 +277,7 @@ def test_one_affine_map_blurs_a_face_less_than_one_layer_per_transform():
 
     from training.augment import AugmentConfig, RandomAffine, build_augmenter
 
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as training sets it
     keras.utils.set_random_seed(0)
     faces = np.random.default_rng(0).uniform(0, 255, (64, 48, 48, 1)).astype(np.float32)
     still = AugmentConfig(one_resampling=True, rotation_deg=0.0, shift=0.0, zoom=0.0)
@@ -292,11 +293,12 @@ def test_one_affine_map_blurs_a_face_less_than_one_layer_per_transform():
         assert [type(la).__name__ for la in layers] == (
             ["RandomAffine"] if one else ["RandomRotation", "RandomTranslation", "RandomZoom"]
         )
-        moved = np.asarray(build_augmenter(cfg, seed=1)(faces, training=True))
+        moved = np.asarray(build_augmenter(cfg, seed=1)(faces, training=True), np.float32)
         assert moved.shape == faces.shape and np.abs(moved - faces).mean() > 20  # it moves
         kept[one] = sharpness(moved) / sharpness(faces)
     # on pixel noise one resampling keeps about 28% of the Laplacian energy, three about 5%
     assert kept[False] < 0.1 < 0.2 < kept[True]
+    keras.mixed_precision.set_global_policy("float32")
 
 
 def test_one_resampling_reaches_the_training_pipeline_and_survives_a_resume(

@@ -43,7 +43,9 @@ class RandomAffine(keras.layers.Layer):
     layers use: rotation in degrees, shear as a factor, shift and zoom as fractions."""
 
     def __init__(self, cfg: AugmentConfig, **kwargs):
-        super().__init__(**kwargs)
+        # float32 whatever the global policy: under mixed_bfloat16 the faces would be
+        # rounded to 8 significant bits
+        super().__init__(dtype="float32", **kwargs)
         self.cfg = cfg
 
     def call(self, images, training=True):
