@@ -278,27 +278,31 @@ def test_one_affine_map_blurs_a_face_less_than_one_layer_per_transform():
     from training.augment import AugmentConfig, RandomAffine, build_augmenter
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as training sets it
-    keras.utils.set_random_seed(0)
-    faces = np.random.default_rng(0).uniform(0, 255, (64, 48, 48, 1)).astype(np.float32)
-    still = AugmentConfig(one_resampling=True, rotation_deg=0.0, shift=0.0, zoom=0.0)
-    np.testing.assert_allclose(RandomAffine(still)(faces), faces, atol=1e-3)  # identity map
+    try:
+        keras.utils.set_random_seed(0)
+        faces = np.random.default_rng(0).uniform(0, 255, (64, 48, 48, 1)).astype(np.float32)
+        still = AugmentConfig(one_resampling=True, rotation_deg=0.0, shift=0.0, zoom=0.0)
+        np.testing.assert_allclose(RandomAffine(still)(faces), faces, atol=1e-3)  # identity map
 
-    def sharpness(x):  # Laplacian energy away from the filled borders
-        return np.mean([np.mean(cv2.Laplacian(f[..., 0], cv2.CV_32F)[8:40, 8:40] ** 2) for f in x])
+        def sharpness(x):  # Laplacian energy away from the filled borders
+            return np.mean(
+                [np.mean(cv2.Laplacian(f[..., 0], cv2.CV_32F)[8:40, 8:40] ** 2) for f in x]
+            )
 
-    kept = {}
-    for one in (False, True):
-        cfg = AugmentConfig(rotation_deg=10, shift=0.1, zoom=0.1, one_resampling=one)
-        layers = build_augmenter(cfg, seed=1).layers
-        assert [type(la).__name__ for la in layers] == (
-            ["RandomAffine"] if one else ["RandomRotation", "RandomTranslation", "RandomZoom"]
-        )
-        moved = np.asarray(build_augmenter(cfg, seed=1)(faces, training=True), np.float32)
-        assert moved.shape == faces.shape and np.abs(moved - faces).mean() > 20  # it moves
-        kept[one] = sharpness(moved) / sharpness(faces)
-    # on pixel noise one resampling keeps about 28% of the Laplacian energy, three about 5%
-    assert kept[False] < 0.1 < 0.2 < kept[True]
-    keras.mixed_precision.set_global_policy("float32")
+        kept = {}
+        for one in (False, True):
+            cfg = AugmentConfig(rotation_deg=10, shift=0.1, zoom=0.1, one_resampling=one)
+            layers = build_augmenter(cfg, seed=1).layers
+            assert [type(la).__name__ for la in layers] == (
+                ["RandomAffine"] if one else ["RandomRotation", "RandomTranslation", "RandomZoom"]
+            )
+            moved = np.asarray(build_augmenter(cfg, seed=1)(faces, training=True), np.float32)
+            assert moved.shape == faces.shape and np.abs(moved - faces).mean() > 20  # it moves
+            kept[one] = sharpness(moved) / sharpness(faces)
+        # on pixel noise one resampling keeps about 28% of the Laplacian energy, three about 5%
+        assert kept[False] < 0.1 < 0.2 < kept[True]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_one_resampling_reaches_the_training_pipeline_and_survives_a_resume(
