@@ -401,7 +401,7 @@ def _record_imbalanced_class_weights(run: Path) -> None:
     (run / "config.json").write_text(json.dumps({**config, "class_weights": weights}))
 
 
-@pytest.mark.parametrize("second", ["emonet", "emonet_deep"])
+@pytest.mark.parametrize("second", ["emonet", "emonet_deep", "emonet_res"])
 def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(
     fer_dir, tmp_path, second, monkeypatch
 ):
@@ -469,7 +469,7 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(
         assert entry.training["architecture"] == metrics["model"] == "emonet"
     else:
         assert entry.description.startswith(f"ensemble of {descriptions[0]} + {descriptions[1]}")
-        assert entry.training["architecture"] == metrics["model"] == "emonet+emonet_deep"
+        assert entry.training["architecture"] == metrics["model"] == f"emonet+{second}"
     assert entry.description.endswith("; class-weight prior correction in the graph")
     np.testing.assert_allclose(entry.training["log_prior_shift"], shift)
     assert (tmp_path / "rep" / "duo" / "learning_curves.png").stat().st_size > 0  # both members'

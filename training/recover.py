@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 CALIBRATION_FACES = 2048
 _LOGITS_ADD = re.compile(r"/logits(_\d+)?/BiasAdd$")
+# `serving_model` names member i's logits sub-model `logits_of_i` (`logits_of` when alone), and
+# each call of it gets a `_N` suffix: "serving/logits_of_1_3/logits_1/BiasAdd" is member 1.
+_MEMBER_INDEX = re.compile(r"/logits_of_(\d+)_\d+/")
 
 
 @dataclass
@@ -48,17 +51,13 @@ class MemberWeights:
     dense: tuple[np.ndarray, np.ndarray, np.ndarray]  # (kernel, scale, offset) of the BN head
     logits: tuple[np.ndarray, np.ndarray]  # (kernel, bias)
 
-    def same_as(self, other: MemberWeights) -> bool:
-        return len(self.convs) == len(other.convs) and all(
-            np.array_equal(a[0], b[0]) for a, b in zip(self.convs, other.convs, strict=True)
-        )
-
 
 def read_members(path: Path) -> list[MemberWeights]:
-    """Each distinct member network of an exported graph, in the order of its logits.
+    """Each member network of an exported graph, in the order of the ensemble's members.
 
     A member is everything upstream of one `logits` bias-add; mirror TTA and cascades run a
-    member more than once, so chains with the same weights count once.
+    member more than once, so the calls of one member count once. The order comes from the
+    member's name, not the graph's node order, which tf2onnx does not keep.
     """
     import onnx
     from onnx import numpy_helper
@@ -87,7 +86,7 @@ def read_members(path: Path) -> list[MemberWeights]:
     def param(node, index: int) -> np.ndarray:
         return weights[node.input[index]]
 
-    members: list[MemberWeights] = []
+    members: dict[int, MemberWeights] = {}
     for head in (n for n in graph.node if n.op_type == "Add" and _LOGITS_ADD.search(n.name)):
         nodes = upstream(head)
         convs = [(param(n, 1), param(n, 2)) for n in nodes if n.op_type == "Conv"]
@@ -102,11 +101,11 @@ def read_members(path: Path) -> list[MemberWeights]:
             (param(dense, 1), weights[mul.input[1]], weights[add.input[1]]),
             (param(logits, 1), weights[head.input[1]]),
         )
-        if not any(member.same_as(m) for m in members):
-            members.append(member)
+        index = _MEMBER_INDEX.search(head.name)
+        members.setdefault(int(index.group(1)) if index else 0, member)
     if not members:
         raise RuntimeError(f"{path} has no `logits` layer: not exported by this package")
-    return members
+    return [members[i] for i in sorted(members)]
 
 
 def _matching_build(
@@ -196,17 +195,6 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
             f"{path} holds {len(members)} networks but its entry records {len(commands)} commands"
         )
     cascade = CascadeSpec.from_dict(info.get("cascade"))
-    if cascade is not None:  # the graph holds them in the order the stages first use them
-        first_use: list[int] = []
-        for stage in cascade.stages:
-            new = [i for i, _ in stage if i not in first_use]
-            if len(set(new)) > 1:
-                raise RuntimeError(
-                    f"{path}: stage {cascade.text()!r} brings in several networks at once, "
-                    "so which is which cannot be read from the graph's order"
-                )
-            first_use += new[:1]
-        members = [members[first_use.index(i)] for i in range(len(first_use))]
     keras.mixed_precision.set_global_policy("float32")
     names = info["architecture"].split("+")
     shift = info.get("log_prior_shift")
