@@ -202,8 +202,12 @@ def _vgg_bn(name: str, stages: tuple[tuple[int, int], ...]) -> keras.Model:
         x = layers.MaxPooling2D()(x)
         if i >= 2:
             x = layers.Dropout(0.2)(x)
-    x = layers.Flatten()(x)
-    x = layers.Dropout(0.5)(x)
+    return _dense_head(layers.Flatten()(x), 0.5, name, inputs)
+
+
+def _dense_head(x, dropout: float, name: str, inputs) -> keras.Model:
+    """Dropout, a 256-unit dense layer with batch norm, dropout again, then the logits."""
+    x = layers.Dropout(dropout)(x)
     x = layers.Dense(256, use_bias=False)(x)
     x = layers.BatchNormalization()(x)
     x = layers.ReLU()(x)
@@ -265,10 +269,4 @@ def emonet_res(weights: str | None = None) -> keras.Model:
     x = layers.MaxPooling2D()(_residual(_conv_bn(x, 128), 128))
     x = layers.Dropout(0.2)(x)
     x = _residual(_conv_bn(x, 256), 256)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.3)(x)
-    x = layers.Dense(256, use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.ReLU()(x)
-    x = layers.Dropout(0.5)(x)
-    return _classifier_output(x, "emonet_res", inputs)
+    return _dense_head(layers.GlobalAveragePooling2D()(x), 0.3, "emonet_res", inputs)
