@@ -675,3 +675,20 @@ def test_compare_scores_times_and_draws_registered_models(fer_dir, tmp_path, cap
     assert (out / "comparison.png").stat().st_size > 10_000
     assert main(["compare", "--data", str(fer_dir), "--models-dir", str(models), "--models", "x"])
     assert "not in" in capsys.readouterr().err
+
+
+def test_recover_matches_each_shipped_member_to_its_recorded_architecture():
+    """emonet_deep and emonet_res have the same convolutions; only the order of the members'
+    names and the dense layer tell them apart, so recover must use both."""
+    from app.registry import load_registry
+    from training.recover import _matching_build, _member_options, read_members
+
+    models_dir = Path(__file__).parent.parent / "models"
+    entry = load_registry(models_dir).get("emonet-trio")
+    members = read_members(models_dir / entry.file)
+    recorded = [_member_options(c).model for c in entry.training["members"]]
+    assert recorded == ["emonet_deep", "emonet", "emonet_res"]
+    for member, name in zip(members, recorded, strict=True):
+        assert _matching_build(name, member)[0].name == name
+    with pytest.raises(RuntimeError, match="does not have emonet_res's layers"):
+        _matching_build("emonet_res", members[0])

@@ -109,18 +109,20 @@ def read_members(path: Path) -> list[MemberWeights]:
 
 
 def _matching_build(
-    names: list[str], member: MemberWeights
+    name: str, member: MemberWeights
 ) -> tuple[architectures.Architecture, keras.Model]:
-    """The first named architecture whose convolutions have this member's kernel shapes, and
-    a fresh build of it."""
+    """A fresh build of architecture `name` (the member's recorded `--model`), checked to have
+    this member's kernel shapes: emonet_deep and emonet_res share every convolution's shape
+    and differ only in the dense layer's."""
     import keras
 
-    shapes = [k.transpose(2, 3, 1, 0).shape for k, _ in member.convs]
-    for name in names:
-        model = architectures.get(name).build(None)
-        if [tuple(c.kernel.shape) for c in _layers(model, keras.layers.Conv2D)] == shapes:
-            return architectures.get(name), model
-    raise RuntimeError(f"no architecture of {', '.join(names)} has this member's convolutions")
+    shapes = [k.transpose(2, 3, 1, 0).shape for k, _ in member.convs] + [member.dense[0].shape]
+    arch = architectures.get(name)
+    model = arch.build(None)
+    built = [tuple(c.kernel.shape) for c in _layers(model, keras.layers.Conv2D)]
+    if built + [tuple(_layers(model, keras.layers.Dense)[0].kernel.shape)] != shapes:
+        raise RuntimeError(f"the network recorded as {name} does not have {name}'s layers")
+    return arch, model
 
 
 def _layers(model, kind) -> list:
@@ -196,12 +198,11 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
         )
     cascade = CascadeSpec.from_dict(info.get("cascade"))
     keras.mixed_precision.set_global_policy("float32")
-    names = info["architecture"].split("+")
     shift = info.get("log_prior_shift")
     runs, models = [], []
     for member, command in zip(members, commands, strict=True):
         opts = _member_options(command)
-        arch, model = _matching_build(names, member)
+        arch, model = _matching_build(opts.model, member)
         split_seed = recorded_split_seed(asdict(opts))
         train, _, fingerprint = split_train(data, opts.limit_per_class, split_seed, VAL_FRACTION)
         if fingerprint != info["data_fingerprint"]:
