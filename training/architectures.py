@@ -188,6 +188,12 @@ EMONET_RECIPE = Recipe(
 )
 
 
+def _conv_bn(x, filters: int, relu: bool = True):
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x) if relu else x
+
+
 def _vgg_bn(name: str, stages: tuple[tuple[int, int], ...]) -> keras.Model:
     """3x3 conv + batch norm + ReLU stacks, `(filters, convs)` per stage, each ending in a 2x2
     max-pool, then a 256-unit dense head; dropout after the 12x12 and 6x6 stages and in the head.
@@ -196,9 +202,7 @@ def _vgg_bn(name: str, stages: tuple[tuple[int, int], ...]) -> keras.Model:
     x = inputs
     for i, (filters, convs) in enumerate(stages):
         for _ in range(convs):
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = layers.BatchNormalization()(x)
-            x = layers.ReLU()(x)
+            x = _conv_bn(x, filters)
         x = layers.MaxPooling2D()(x)
         if i >= 2:
             x = layers.Dropout(0.2)(x)
@@ -238,12 +242,6 @@ def emonet(weights: str | None = None) -> keras.Model:
 )
 def emonet_deep(weights: str | None = None) -> keras.Model:
     return _vgg_bn("emonet_deep", ((32, 1), (64, 2), (128, 3), (256, 3)))
-
-
-def _conv_bn(x, filters: int, relu: bool = True):
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
-    return layers.ReLU()(x) if relu else x
 
 
 def _residual(x, filters: int):
