@@ -172,6 +172,8 @@ def test_cascade_command_picks_margins_then_evaluate_export_quantize_and_recover
     assert chosen["validation_accuracy"] == best
     assert any(r["cost"] > 1.0 for r in rows)  # the search saw what the budget ruled out
     assert (out / "cascade.png").stat().st_size > 10_000
+    # the members' training curves travel with the cascade, so export ships them
+    assert (out / "learning_curves.png").read_bytes() == (ens / "learning_curves.png").read_bytes()
     assert main([*argv, "--out", str(out)]) == 2  # never overwrites
     for stages in ("1;x", "1;1m"):  # not a view; member 0 unused
         bad = ["cascade", "--run", str(ens), "--stages", stages, "--data", str(fer)]

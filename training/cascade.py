@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -171,6 +172,8 @@ def tune_cascade(
     (out / "config.json").write_text(json.dumps(cascade_config, indent=2, default=str))
     (out / "cascade.json").write_text(json.dumps({"n": len(val), "rows": rows}, indent=2))
     plot_cascade(rows, best, everything, budget, out / "cascade.png")
+    if (run / "learning_curves.png").exists():  # export ships it beside the cascade's plots
+        shutil.copyfile(run / "learning_curves.png", out / "learning_curves.png")
     print(
         f"stages {chosen.text()}, margins {', '.join(f'{m:g}' for m in chosen.margins)}: "
         f"validation {best['accuracy']:.2%} at {best['cost']:.2f} of the plain ensemble's "
