@@ -44,24 +44,36 @@ class InputSpec:
             raise ValueError("an rgb input needs 3 channels")
 
 
-def normalize(x, mode: Normalization):
-    """Map pixel values in [0, 255] to the model's input range (NumPy or TF tensors).
+def normalization(mode: Normalization, channels: int) -> tuple[float, np.ndarray, bool]:
+    """`(divisor, offset, to_bgr)`: the model input is `x[..., order] / divisor + offset`.
 
-    `caffe` expects RGB channel order on input and flips to BGR, like Keras'
-    `preprocess_input` for VGG16; with a single channel only the mean is removed.
+    One description of every mode, so NumPy here and tensor code in training graphs apply
+    the same numbers. `caffe` flips RGB to BGR like Keras' `preprocess_input` for VGG16 and
+    removes the ImageNet channel means (with a single channel, their mean).
     """
     if mode == "unit":
-        return x / 255.0
+        return 255.0, np.zeros(channels, np.float32), False
     if mode == "tf":
-        return x / 127.5 - 1.0
+        return 127.5, np.full(channels, -1.0, np.float32), False
     if mode == "caffe":
-        if x.shape[-1] == 3:
-            x = x[..., ::-1]
-            return x - np.asarray(_CAFFE_MEAN_BGR, dtype=np.float32)
-        return x - np.float32(np.mean(_CAFFE_MEAN_BGR))
+        if channels == 3:
+            return 1.0, -np.asarray(_CAFFE_MEAN_BGR, np.float32), True
+        return 1.0, np.full(channels, -np.float32(np.mean(_CAFFE_MEAN_BGR)), np.float32), False
     if mode == "none":
-        return x
+        return 1.0, np.zeros(channels, np.float32), False
     raise ValueError(f"unknown normalization {mode!r}")
+
+
+def normalize(x, mode: Normalization):
+    """Map pixel values in [0, 255] to the model's input range (NumPy or TF tensors)."""
+    divisor, offset, to_bgr = normalization(mode, x.shape[-1])
+    if to_bgr:
+        x = x[..., ::-1]
+    if divisor != 1.0:
+        x = x / divisor
+    if not offset.any():
+        return x
+    return x + (offset[0] if np.all(offset == offset[0]) else offset)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

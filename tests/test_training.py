@@ -308,15 +308,15 @@ def test_one_affine_map_blurs_a_face_less_than_one_layer_per_transform():
 def test_one_resampling_reaches_the_training_pipeline_and_survives_a_resume(
     fer_dir, tmp_path, monkeypatch
 ):
-    import training.fit as fit
+    import training.pipeline as pipeline
 
-    augments, real = [], fit.make_dataset
+    augments, real = [], pipeline.make_dataset
 
     def spy(*args, **kwargs):
         augments.append(kwargs.get("augment"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fit, "make_dataset", spy)
+    monkeypatch.setattr(pipeline, "make_dataset", spy)
     run = tmp_path / "sharp"
     opts = dict(model="emonet", data=str(fer_dir), out=str(run), limit_per_class=2, batch_size=4)
     train(TrainOptions(**opts, epochs=1, one_resampling=True))

@@ -16,7 +16,7 @@ from keras import layers
 
 from app.labels import EMOTIONS
 from app.preprocess import InputSpec
-from training.augment import NONE, STUDY, AugmentConfig
+from training.augment import NONE, STANDARD, STUDY, AugmentConfig
 
 N_CLASSES = len(EMOTIONS)
 
@@ -184,7 +184,7 @@ EMONET_RECIPE = Recipe(
     weight_decay=5e-4,
     label_smoothing=0.1,
     class_weight_power=0.5,
-    augment=AugmentConfig(flip=True, rotation_deg=10, shift=0.1, zoom=0.1, erasing=0.5),
+    augment=STANDARD,
 )
 
 

@@ -1,7 +1,9 @@
-"""On-the-fly image augmentation for batches of 48x48 faces, run inside tf.data.
+"""On-the-fly image augmentation for batches of 48x48 faces.
 
 Augmentation happens on pixel values in [0, 255] before the model's normalization, so
-the same `app.preprocess` code prepares training batches and served faces.
+the same `app.preprocess` code prepares training batches and served faces. The Keras random
+layers run on any backend: inside tf.data under TensorFlow, inside the training graph under
+PyTorch or JAX (see `training.ingraph`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import keras
-import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class RandomAffine(keras.layers.Layer):
         self.cfg = cfg
 
     def call(self, images, training=True):
+        import tensorflow as tf  # TensorFlow backend only: fit refuses the option elsewhere
+
         if not training:
             return images
         n, h, w = tf.shape(images)[0], images.shape[1], images.shape[2]
@@ -74,6 +77,9 @@ class RandomAffine(keras.layers.Layer):
 NONE = AugmentConfig()
 # The study's ImageDataGenerator settings: rotation, shifts, zoom, shear, horizontal flip.
 STUDY = AugmentConfig(flip=True, rotation_deg=10, shift=0.1, zoom=0.1, shear=0.1)
+# The project's own recipe: the study's transforms without shear, plus random erasing.
+STANDARD = AugmentConfig(flip=True, rotation_deg=10, shift=0.1, zoom=0.1, erasing=0.5)
+PRESETS = {"none": NONE, "study": STUDY, "standard": STANDARD}
 
 
 def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
@@ -111,15 +117,3 @@ def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
             )
         )
     return keras.Sequential(layers, name="augment")
-
-
-def augment_fn(cfg: AugmentConfig, seed: int):
-    """A tf.data map function `(x, y) -> (x', y)` for batches of float images."""
-    aug = build_augmenter(cfg, seed)
-    if aug is None:
-        return None
-
-    def fn(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y
-
-    return fn

@@ -1,5 +1,5 @@
 """Command line: models | train | evaluate | select | ensemble | recover | export | quantize |
-compare | baseline-fer."""
+compare | baseline-fer | pack-data | pack-run | unpack-run."""
 
 from __future__ import annotations
 
@@ -99,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rotate, shear, shift and zoom each face in one affine map, so it is resampled "
         "(and blurred) once rather than once per transform",
+    )
+    t.add_argument(
+        "--augment",
+        choices=("none", "study", "standard"),
+        help="augmentation preset instead of the recipe's (standard: flip, rotation, shift, "
+        "zoom, erasing; study: flip, rotation, shift, zoom, shear)",
+    )
+    t.add_argument(
+        "--optimizer",
+        choices=("adam", "adam_cosine", "sgd_cosine"),
+        help="instead of the recipe's: constant Adam, or Adam / Nesterov SGD with warm-up and "
+        "cosine decay over the epochs or the time budget",
     )
     t.add_argument("--time-budget", type=budget_arg, help="e.g. 2h, 90m")
     t.add_argument(
@@ -235,6 +247,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="folder for one run per network")
     r.add_argument("--models-dir", default="models")
 
+    d = sub.add_parser(
+        "pack-data",
+        help="write a dataset's splits as single files (SPLIT.pack.xz) that --data accepts, "
+        "for a machine without the images",
+    )
+    d.add_argument("--data", required=True)
+    d.add_argument("--out", required=True, help="folder for the packs (pass it as --data)")
+    d.add_argument("--split", action="append", help="split to pack (repeat; default: train)")
+
+    pr = sub.add_parser(
+        "pack-run", help="a run's best weights (float16 where exact enough) and records in one file"
+    )
+    pr.add_argument("--run", required=True)
+    pr.add_argument("--out", required=True, help="the packed file")
+
+    ur = sub.add_parser("unpack-run", help="turn a pack-run file back into a run folder")
+    ur.add_argument("--pack", required=True)
+    ur.add_argument("--out", required=True, help="new run folder")
+
     x = sub.add_parser("export", help="export a run to models/NAME.onnx and register it")
     x.add_argument("--run", required=True)
     x.add_argument("--name", required=True, type=model_name)
@@ -296,6 +327,8 @@ def train_options(args: argparse.Namespace):
         mixup=args.mixup,
         one_resampling=args.one_resampling,
         monitor=args.monitor,
+        augment=args.augment,
+        optimizer=args.optimizer,
     )
 
 
@@ -373,6 +406,19 @@ def run_command(args: argparse.Namespace) -> None:
         from training.recover import recover
 
         recover(args.models_dir, args.model, args.data, args.out)
+    elif args.command == "pack-data":
+        from training.data import pack_split
+
+        for split in args.split or ["train"]:
+            print(f"packed {pack_split(args.data, split, args.out)}")
+    elif args.command == "pack-run":
+        from training.transport import pack_run
+
+        pack_run(args.run, args.out)
+    elif args.command == "unpack-run":
+        from training.transport import unpack_run
+
+        unpack_run(args.pack, args.out)
     elif args.command == "export":
         from training.export import export_run
 

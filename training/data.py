@@ -4,12 +4,16 @@ FER2013 folders hold ready 48x48 crops. Folders of ordinary photos are accepted 
 any image that is not already a small gray face is run through the service's own face
 detector and aligner, so training sees faces framed exactly as the service frames them.
 Decoded splits are cached as .npz keyed by a fingerprint of the files, because decoding
-28k JPEGs takes longer than an epoch of a small model's evaluation.
+28k JPEGs takes longer than an epoch of a small model's evaluation. `pack_split` writes a
+split as one compressed file (`<split>.pack.xz`) that keeps the folder's fingerprint: a
+folder holding such packs loads like the image folders, for machines without the images.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import lzma
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,10 +132,48 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EMOTION_CACHE_DIR", ".cache/datasets"))
 
 
+def pack_path(data_dir: Path | str, split: str) -> Path:
+    return Path(data_dir) / f"{split}.pack.xz"
+
+
+def pack_split(data_dir: Path | str, split: str, out_dir: Path | str) -> Path:
+    """Write a decoded split and its fingerprint to `out_dir/<split>.pack.xz`."""
+    data, fp = load_split(data_dir, split)
+    buf = io.BytesIO()
+    np.savez(buf, x=data.x, y=data.y, fingerprint=np.asarray(fp))
+    out = pack_path(out_dir, split)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(lzma.compress(buf.getvalue()))
+    return out
+
+
+def _load_pack(path: Path, limit: int | None, seed: int) -> tuple[Split, str]:
+    """A packed split, cut to `limit` faces per class like `limit_per_class` cuts files."""
+    with np.load(io.BytesIO(lzma.decompress(path.read_bytes()))) as z:
+        data, fp = Split(z["x"], z["y"]), str(z["fingerprint"])
+    if not limit:
+        return data, fp
+    rng = np.random.default_rng(seed)
+    keep = np.sort(
+        np.concatenate(
+            [
+                np.flatnonzero(data.y == c)[
+                    np.sort(rng.permutation(int((data.y == c).sum()))[:limit])
+                ]
+                for c in range(len(EMOTIONS))
+            ]
+        )
+    )
+    fp = hashlib.sha256(f"{fp}:{limit}:{seed}".encode()).hexdigest()[:16]
+    return Split(data.x[keep], data.y[keep]), fp
+
+
 def load_split(
     data_dir: Path | str, split: str, limit: int | None = None, seed: int = 0
 ) -> tuple[Split, str]:
-    """Decode one split (cached) and return it with its data fingerprint."""
+    """Decode one split (cached, or from a pack) and return it with its data fingerprint."""
+    if pack_path(data_dir, split).is_file():
+        return _load_pack(pack_path(data_dir, split), limit, seed)
     files = limit_per_class(list_files(Path(data_dir), split), limit, seed)
     fp = fingerprint(files)
     cached = cache_dir() / f"{split}-{fp}.npz"

@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 
 from training import architectures
+from training.augment import PRESETS
 from training.data import (
     Split,
     class_weights,
@@ -27,9 +28,6 @@ from training.data import (
     recorded_split_seed,
     stratified_split,
 )
-from training.distill import run_teacher_targets
-from training.graph import load_best_weights
-from training.pipeline import make_dataset
 from training.plots import plot_learning_curves
 
 VAL_FRACTION = 0.1
@@ -70,6 +68,8 @@ class TrainOptions:
     init_from: str | None = None  # a run of the same architecture to start from
     mixup: float | None = None  # Beta alpha of mixup; the recipe's when None, 0 = off
     one_resampling: bool = False  # the recipe's geometric augmentation as one affine map
+    augment: str | None = None  # a name in training.augment.PRESETS; the recipe's when None
+    optimizer: str | None = None  # "adam", "adam_cosine" or "sgd_cosine"; the recipe's when None
     # What picks best.keras. Label smoothing and class weights let the validation loss rise
     # while accuracy still improves late in a cycle, so later cycles are better kept by accuracy.
     monitor: str = "val_loss"
@@ -132,18 +132,33 @@ class TimeBudget(keras.callbacks.Callback):
             self.stopped = True
 
 
+class SaveBest(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that saves `saved` (the model) whatever `fit` trains (maybe its view)."""
+
+    def __init__(self, saved: keras.Model, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.saved = saved
+
+    def set_model(self, model) -> None:
+        super().set_model(self.saved)
+
+
 class RunState(keras.callbacks.Callback):
     """Save `last.keras`, `state.json` and the learning-curve plot after every epoch."""
 
     def __init__(
-        self, run: Path, checkpoint: keras.callbacks.ModelCheckpoint, elapsed_before: float
+        self,
+        run: Path,
+        checkpoint: keras.callbacks.ModelCheckpoint,
+        elapsed_before: float,
+        saved: keras.Model,
     ) -> None:
         super().__init__()
-        self.run, self.checkpoint = run, checkpoint
+        self.run, self.checkpoint, self.saved = run, checkpoint, saved
         self.t0 = time.monotonic() - elapsed_before
 
     def on_epoch_end(self, epoch, logs=None) -> None:
-        self.model.save(self.run / "last.keras")
+        self.saved.save(self.run / "last.keras")
         state = {
             "epochs_done": epoch + 1,
             "monitor": self.checkpoint.monitor,
@@ -175,6 +190,9 @@ def resumed_options(given: TrainOptions, recorded: dict) -> TrainOptions:
     return replace(given, **{k: v for k, v in kept.items() if k not in RESUME_OVERRIDES})
 
 
+OPTIMIZERS = ("adam", "adam_cosine", "sgd_cosine")
+
+
 def _optimizer(name: str, lr: float, weight_decay: float) -> keras.optimizers.Optimizer:
     if name == "sgd_cosine":
         return keras.optimizers.SGD(
@@ -200,6 +218,12 @@ def train(opts: TrainOptions) -> Path:
         opts = resumed_options(opts, {"monitor": "val_loss"} | recorded["options"])
     arch = architectures.get(opts.model)
     recipe = arch.recipe
+    optimizer = opts.optimizer or recipe.optimizer
+    if optimizer not in OPTIMIZERS:
+        raise KeyError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    augment = PRESETS[opts.augment] if opts.augment else recipe.augment
+    # tf.data only exists under TensorFlow; elsewhere the input runs inside a training view
+    tf_data = keras.backend.backend() == "tensorflow"
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if opts.mixed_precision else "float32")
     keras.utils.set_random_seed(opts.seed)
 
@@ -237,13 +261,12 @@ def train(opts: TrainOptions) -> Path:
         }
         (run / "config.json").write_text(json.dumps(config, indent=2, default=str))
         model = arch.build(opts.weights)
+        if opts.weights is None:
+            model.trainable = True  # from scratch, a frozen layer would keep its random weights
         if opts.init_from:
+            from training.graph import load_best_weights
+
             load_best_weights(model, opts.init_from)
-        model.compile(
-            optimizer=_optimizer(recipe.optimizer, peak_lr, recipe.weight_decay),
-            loss="categorical_crossentropy",
-            metrics=["accuracy"],
-        )
         initial_epoch, elapsed, best = 0, 0.0, None
     else:
         config = recorded
@@ -271,27 +294,58 @@ def train(opts: TrainOptions) -> Path:
     )
 
     recorded = config["options"]  # a resumed run keeps the teacher it started with
-    teacher = None
-    if recorded.get("teacher"):
-        teacher = run_teacher_targets(run, config, train_split, resuming=state is not None)
-        agree = float((teacher.argmax(1) == train_split.y).mean())
-        print(f"teacher agrees with {agree:.1%} of the training labels")
-    train_ds = make_dataset(
-        train_split,
-        arch.input,
-        batch,
-        training=True,
-        augment=replace(recipe.augment, one_resampling=bool(recorded.get("one_resampling"))),
-        class_weights=weights,
-        label_smoothing=recipe.label_smoothing,
-        teacher=teacher,
-        teacher_weight=recorded.get("teacher_weight", 0.0),
-        seed=opts.seed,
-        mixup=mixup,
-    )
-    val_ds = make_dataset(val_split, arch.input, batch, training=False)
+    augment = replace(augment, one_resampling=bool(recorded.get("one_resampling")))
+    if tf_data:
+        trainer, fit_data = (
+            model,
+            _tf_data(
+                run,
+                config,
+                train_split,
+                val_split,
+                batch,
+                augment,
+                weights,
+                mixup,
+                state is not None,
+            ),
+        )
+    else:
+        unsupported = [
+            f
+            for f, on in (
+                ("--resume", state),
+                ("--teacher", recorded.get("teacher")),
+                ("--mixup", mixup),
+            )
+            if on
+        ]
+        if unsupported:
+            raise RuntimeError(f"{', '.join(unsupported)} need the TensorFlow backend")
+        from training.ingraph import arrays, training_view
+
+        trainer = training_view(model, arch.input, augment, opts.seed)
+        x, target, sample_weight = arrays(
+            train_split, class_weights=weights, label_smoothing=recipe.label_smoothing
+        )
+        x_val, target_val, _ = arrays(val_split)
+        fit_data = {
+            "x": x,
+            "y": target,
+            "sample_weight": sample_weight,
+            "batch_size": batch,
+            "validation_data": (x_val, target_val),
+            "shuffle": True,
+        }
+    if state is None or not tf_data:
+        trainer.compile(
+            optimizer=_optimizer(optimizer, peak_lr, recipe.weight_decay),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+        )
     steps = math.ceil(len(train_split) / batch)
-    checkpoint = keras.callbacks.ModelCheckpoint(
+    checkpoint = SaveBest(
+        model,
         run / "best.keras",
         monitor=opts.monitor,
         mode="min" if opts.monitor == "val_loss" else "max",
@@ -302,26 +356,55 @@ def train(opts: TrainOptions) -> Path:
         ProgressSchedule(
             peak_lr,
             epochs * steps,
-            2 * steps if recipe.optimizer == "sgd_cosine" else 0,
+            2 * steps if optimizer.endswith("cosine") else 0,
             opts.time_budget_s,
             elapsed,
-            cosine=recipe.optimizer == "sgd_cosine",
+            cosine=optimizer.endswith("cosine"),
         ),
         keras.callbacks.CSVLogger(str(run / "history.csv"), append=initial_epoch > 0),
         checkpoint,
-        RunState(run, checkpoint, elapsed),
+        RunState(run, checkpoint, elapsed, model),
     ]
     if opts.time_budget_s:
         callbacks.append(TimeBudget(opts.time_budget_s, elapsed))
     if initial_epoch < epochs:
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
+        trainer.fit(
+            **fit_data,
             epochs=epochs,
             initial_epoch=initial_epoch,
             callbacks=callbacks,
-            shuffle=False,  # make_dataset shuffles; Keras would only warn that it cannot
             verbose=2,
         )
     print(f"done: best checkpoint ({opts.monitor}) {run / 'best.keras'}")
     return run
+
+
+def _tf_data(run, config, train_split, val_split, batch, augment, weights, mixup, resuming) -> dict:
+    """`fit` arguments for TensorFlow: tf.data pipelines that augment and prepare the faces."""
+    from training.pipeline import make_dataset
+
+    recipe, options, teacher = architectures.get(config["model"]).recipe, config["options"], None
+    if options.get("teacher"):
+        from training.distill import run_teacher_targets
+
+        teacher = run_teacher_targets(run, config, train_split, resuming=resuming)
+        agree = float((teacher.argmax(1) == train_split.y).mean())
+        print(f"teacher agrees with {agree:.1%} of the training labels")
+    train_ds = make_dataset(
+        train_split,
+        architectures.get(config["model"]).input,
+        batch,
+        training=True,
+        augment=augment,
+        class_weights=weights,
+        label_smoothing=recipe.label_smoothing,
+        teacher=teacher,
+        teacher_weight=options.get("teacher_weight", 0.0),
+        seed=options["seed"],
+        mixup=mixup,
+    )
+    val_ds = make_dataset(
+        val_split, architectures.get(config["model"]).input, batch, training=False
+    )
+    # make_dataset shuffles; Keras would only warn that it cannot
+    return {"x": train_ds, "validation_data": val_ds, "shuffle": False}

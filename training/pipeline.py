@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from app.labels import EMOTIONS
 from app.preprocess import InputSpec, normalize, prepare_batch
-from training.augment import NONE, AugmentConfig, augment_fn
+from training.augment import NONE, AugmentConfig, build_augmenter
 from training.data import Split
 
 
@@ -25,6 +25,18 @@ def prepare_tf(x: tf.Tensor, spec: InputSpec) -> tf.Tensor:
         return tf.cast(normalize(x, spec.normalization), tf.float32)
     out = tf.numpy_function(lambda b: prepare_batch(b, spec), [x], tf.float32, stateful=False)
     return tf.ensure_shape(out, (None, spec.height, spec.width, spec.channels))
+
+
+def augment_fn(cfg: AugmentConfig, seed: int):
+    """A tf.data map function `(x, y) -> (x', y)` for batches of float images."""
+    aug = build_augmenter(cfg, seed)
+    if aug is None:
+        return None
+
+    def fn(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.clip_by_value(aug(x, training=True), 0.0, 255.0), y
+
+    return fn
 
 
 def make_dataset(
