@@ -16,11 +16,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -33,17 +31,20 @@ import httpx
 import pytest
 
 from tests.images import astronaut, encode
+from tests.nginx_gateway import (
+    NGINX,
+    PREFIX,
+    START_TIMEOUT_S,
+    Gateway,
+    running_gateway,
+    send,
+    wait_until,
+)
 from tests.servers import free_port
 from tests.serving_env import import_guard_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-NGINX_CONF = ROOT / "docker" / "nginx.conf"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
-NGINX = shutil.which("nginx") or next(
-    (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
-)
-PREFIX = "/emotion"
-START_TIMEOUT_S = 90.0
 
 pytestmark = pytest.mark.skipif(
     NGINX is None,
@@ -52,19 +53,6 @@ pytestmark = pytest.mark.skipif(
 
 
 # --- processes -------------------------------------------------------------------------
-
-
-def wait_until(check, deadline: float, what: str, proc: subprocess.Popen, log: Path) -> None:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"{what} not up after {START_TIMEOUT_S:.0f}s:\n{log.read_text()[-3000:]}")
 
 
 @dataclass
@@ -133,67 +121,10 @@ def instances(tmp_path_factory, tiny_models_dir, assets_dir) -> Iterator[list[In
                 inst.proc.wait(timeout=5)
 
 
-def render_nginx_conf(upstreams: list[int], listen: int, prefix: Path) -> str:
-    """docker/nginx.conf with loopback upstreams, port, pid and temp paths; nothing else."""
-    text = NGINX_CONF.read_text()
-
-    def sub(pattern: str, repl, text: str) -> str:
-        new, n = re.subn(pattern, repl, text, flags=re.M)
-        assert n == 1, f"{pattern!r} matched {n} times in {NGINX_CONF}"
-        return new
-
-    def servers(m: re.Match) -> str:
-        # `resolve` is for names (compose DNS); loopback addresses need none.
-        params = m.group("params").replace(" resolve", "")
-        return "\n".join(f"{m.group('indent')}server 127.0.0.1:{p}{params};" for p in upstreams)
-
-    text = sub(r"^(?P<indent>\s*)server api:8000(?P<params>[^;]*);", servers, text)
-    text = sub(r"^(\s*)listen 8080;", rf"\g<1>listen 127.0.0.1:{listen};", text)
-    text = sub(r"^pid /tmp/nginx\.pid;", f"pid {prefix}/nginx.pid;", text)
-    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        text = sub(
-            rf"^(\s*){kind}_temp_path /tmp/(\S+);", rf"\g<1>{kind}_temp_path {prefix}/\g<2>;", text
-        )
-    return text
-
-
-@dataclass
-class Gateway:
-    url: str
-    log: Path
-
-
 @pytest.fixture(scope="module")
 def gateway(instances) -> Iterator[Gateway]:
-    # Not under pytest's 0700 tmp dirs: started as root, nginx's workers run as `nobody`
-    # and must reach the temp folders it creates here.
-    prefix = Path(tempfile.mkdtemp(prefix="emotion-gateway-"))
-    prefix.chmod(0o755)
-    port = free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(render_nginx_conf([i.port for i in instances], port, prefix))
-    log = prefix / "nginx.log"
-    cmd = [NGINX, "-e", "stderr", "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(
-            lambda: httpx.get(f"{url}/nginx-health", timeout=2, trust_env=False).status_code == 200,
-            time.monotonic() + 20,
-            "nginx",
-            proc,
-            log,
-        )
-        yield Gateway(url, log)
-    finally:
-        proc.send_signal(signal.SIGQUIT)  # graceful shutdown
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        shutil.rmtree(prefix, ignore_errors=True)
+    with running_gateway([i.port for i in instances]) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")
@@ -209,16 +140,6 @@ def image() -> bytes:
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def send(client: httpx.Client, method: str, url: str, **kwargs) -> httpx.Response:
-    """A request through the gateway, waiting out the rate limit (tested on its own)."""
-    for _ in range(50):
-        response = client.request(method, url, **kwargs)
-        if response.status_code != 429:
-            return response
-        time.sleep(0.2)
-    return response
 
 
 def predict(client: httpx.Client, image: bytes, request_id: str | None = None) -> httpx.Response:
