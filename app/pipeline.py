@@ -19,6 +19,7 @@ import numpy as np
 
 from app.align import align_crop
 from app.decode import decode_image
+from app.face_search import FaceSearch
 from app.faces import Face, FaceDetector, whole_image_face
 from app.inference import OnnxModel
 from app.labels import EMOTIONS
@@ -35,7 +36,7 @@ log = logging.getLogger("emotion.pipeline")
 class Options:
     """How to find faces: the detector (None: the whole image is the face) and the limits."""
 
-    detector: FaceDetector | None
+    detector: FaceDetector | FaceSearch | None
     fallback: Fallback
     max_faces: int
     max_pixels: int

@@ -144,10 +144,11 @@ class PredictQuery:
         detector: Annotated[
             DetectorChoice,
             Query(
-                description="short-range (faces within ~2 m), full-range (small or distant "
-                "faces), or none (the whole image is one face)"
+                description="auto (full-range; where faces are small or none was found, also "
+                "short-range and full-range on four overlapping tiles), short-range (faces within ~2 m), full-range (small "
+                "or distant faces), or none (the whole image is one face)"
             ),
-        ] = "short",
+        ] = "auto",
         fallback: Annotated[
             Fallback,
             Query(description="whole: when no face is found, classify the whole image as one face"),

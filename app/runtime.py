@@ -23,13 +23,14 @@ from PIL import Image
 from app.align import align_crop
 from app.assets import FETCH_COMMAND, DetectorKind, detector_model_path
 from app.decode import decode_image, ensure_pillow_limit
+from app.face_search import FaceSearch
 from app.faces import Box, Face, FaceDetector
 from app.inference import ModelCatalog, OnnxModel
 from app.preprocess import prepare_batch
 from app.problems import ProblemError
 from app.settings import Settings
 
-DetectorChoice = Literal["short", "full", "none"]
+DetectorChoice = Literal["auto", "short", "full", "none"]
 DETECTOR_KINDS: tuple[DetectorKind, ...] = ("short", "full")
 T = TypeVar("T")
 
@@ -121,18 +122,26 @@ class Runtime:
         reasons += self.catalog.problems() if self.catalog else ["models not loaded"]
         return reasons
 
-    def detector(self, choice: DetectorChoice) -> FaceDetector | None:
-        """The detector for ?detector=, None for "none"; 503 when it failed to load."""
+    def detector(self, choice: DetectorChoice) -> FaceDetector | FaceSearch | None:
+        """The detector for ?detector=, None for "none"; 503 when it failed to load.
+
+        "auto" searches with whichever of the two detectors loaded.
+        """
         if choice == "none":
             return None
-        detector = self.detectors.get(choice)
+        if choice == "auto" and self.detectors:
+            return FaceSearch(self.detectors.get("full"), self.detectors.get("short"))
+        detector = self.detectors.get(choice) if choice != "auto" else None
         if detector is None:
+            errors = [
+                f"{kind}-range: {self.detector_errors.get(kind, 'not loaded')}"
+                for kind in (DETECTOR_KINDS if choice == "auto" else (choice,))
+            ]
             raise ProblemError(
                 503,
                 "detector-unavailable",
                 "Face detector unavailable",
-                f"the {choice}-range detector is not loaded: "
-                f"{self.detector_errors.get(choice, 'not loaded')}",
+                f"no face detector for detector={choice} is loaded: " + "; ".join(errors),
             )
         return detector
 

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
         None, description="face detector for detector=full; default: the cached full-range model"
     )
     detector_min_score: float = Field(
-        0.5, ge=0.0, le=1.0, description="minimum detection confidence"
+        0.4, ge=0.0, le=1.0, description="minimum detection confidence"
     )
 
     # Request limits

@@ -61,7 +61,7 @@ def assert_problem(response, status: int, slug: str) -> dict:
 
 @pytest.mark.parametrize("model", ["gray48", "rgb224"])
 def test_predict_one_face_with_either_input_kind(client, model):
-    r = post(client, jpeg(), model=model)
+    r = post(client, jpeg(), model=model, detector="short")  # ASTRONAUT_FACE is its box
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == {"name": model, "version": "0.0.1"}
@@ -100,6 +100,19 @@ def test_full_range_detector_and_faces_sorted_by_size(client):
         assert_face(face, 640, 360)
     cut = post(client, images.encode(images.group(), "PNG"), detector="full", max_faces=2).json()
     assert [f["box"] for f in cut["faces"]] == [f["box"] for f in body["faces"][:2]]
+
+
+def test_the_default_search_finds_a_row_of_small_faces_that_short_range_misses(client):
+    """Five faces about 42 px wide in a 1280x720 photo: the query needs no detector choice."""
+    from tests.test_face_search import row_of_faces
+
+    photo = images.encode(row_of_faces(1280, 720, 100, 5)[0], "PNG")
+    assert post(client, photo, "row.png", detector="short").json()["faces"] == []
+    body = post(client, photo, "row.png").json()
+    assert len(body["faces"]) == 5
+    for face in body["faces"]:
+        assert_face(face, 1280, 720)
+        assert face["detected"] and face["score"] >= 0.4
 
 
 def test_detector_none_classifies_the_whole_image(client):

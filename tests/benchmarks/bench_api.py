@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-files", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--model", help="?model= (default: the service's default)")
-    parser.add_argument("--detector", default="short", choices=["short", "full", "none"])
+    parser.add_argument("--detector", default="auto", choices=["auto", "short", "full", "none"])
     parser.add_argument(
         "--threads",
         type=int,
