@@ -1,5 +1,5 @@
 """Command line: models | train | evaluate | select | ensemble | recover | export | quantize |
-compare | baseline-fer | pack-data | pack-run | unpack-run."""
+compare | baseline-fer | photos | pack-data | pack-run | unpack-run."""
 
 from __future__ import annotations
 
@@ -247,6 +247,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="folder for one run per network")
     r.add_argument("--models-dir", default="models")
 
+    ph = sub.add_parser(
+        "photos",
+        help="score registered models on labelled whole photos through the service's pipeline",
+    )
+    ph.add_argument(
+        "--data", required=True, help="folder with images/ and labels.csv (expw-dev/val)"
+    )
+    ph.add_argument("--models", nargs="*", metavar="NAME", help="registered names (default: all)")
+    ph.add_argument("--models-dir", default="models")
+    ph.add_argument(
+        "--detector",
+        choices=("auto", "short", "full", "none"),
+        default="auto",
+        help="as ?detector=",
+    )
+    ph.add_argument(
+        "--out", default="runs/photos", help="where photos.md and each model's files go"
+    )
+
     d = sub.add_parser(
         "pack-data",
         help="write a dataset's splits as single files (SPLIT.pack.xz) that --data accepts, "
@@ -406,6 +425,17 @@ def run_command(args: argparse.Namespace) -> None:
         from training.recover import recover
 
         recover(args.models_dir, args.model, args.data, args.out)
+    elif args.command == "photos":
+        from app.settings import Settings
+        from training.photos import compare_on_photos
+
+        compare_on_photos(
+            args.data,
+            args.models,
+            args.out,
+            args.detector,
+            Settings(models_dir=args.models_dir, inference_threads=2),
+        )
     elif args.command == "pack-data":
         from training.data import pack_split
 

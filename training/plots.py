@@ -50,8 +50,14 @@ def plot_learning_curves(history_csvs: list[Path], out: Path) -> None:
     _save(fig, out)
 
 
-def plot_confusion(cm: np.ndarray, labels: list[str], out: Path, title: str) -> None:
-    """Counts and row-normalized (recall) confusion matrices side by side."""
+def plot_confusion(
+    cm: np.ndarray, labels: list[str], out: Path, title: str, rows: list[str] | None = None
+) -> None:
+    """Counts and row-normalized (recall) confusion matrices side by side.
+
+    `rows` names the true classes when they differ from the predicted `labels` (a photo
+    benchmark adds a "missed" column).
+    """
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig, axes = plt.subplots(1, 2, figsize=(14, 6))
     for ax, mat, fmt, name in (
@@ -60,7 +66,7 @@ def plot_confusion(cm: np.ndarray, labels: list[str], out: Path, title: str) -> 
     ):
         im = ax.imshow(mat, cmap="Blues")
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-        ax.set_yticks(range(len(labels)), labels)
+        ax.set_yticks(range(len(rows or labels)), rows or labels)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(name)

@@ -1,0 +1,84 @@
+"""The photo benchmark (`python -m training photos`) on a generated folder of whole photos."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+from app.assets import detector_model_path  # noqa: E402
+from app.faces import Box, FaceDetector  # noqa: E402
+from app.labels import EMOTIONS  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from tests.images import astronaut, encode, group, no_face  # noqa: E402
+from training.photos import compare_on_photos, iou, match, read_labels  # noqa: E402
+
+
+def test_iou_and_matching():
+    a = Box(0, 0, 10, 10)
+    assert iou(a, a) == 1.0 and iou(a, Box(20, 20, 5, 5)) == 0.0
+    assert iou(a, Box(5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert match(a, [Box(50, 50, 4, 4), Box(1, 1, 10, 10)]) == 1
+    assert match(a, [Box(7, 7, 10, 10)]) is None  # overlaps, but below IoU 0.3
+
+
+@pytest.fixture
+def photo_folder(tmp_path, assets_dir) -> Path:
+    """Three photos; every face the full-range detector finds is labelled, plus one box on a
+    photo without a face, which the benchmark must count as missed."""
+    folder = tmp_path / "photos"
+    (folder / "images").mkdir(parents=True)
+    photos = {"group.jpg": group(), "solo.jpg": astronaut(), "cup.jpg": no_face()}
+    rows = []
+    with FaceDetector(detector_model_path("full", Settings(assets_dir=assets_dir))) as detector:
+        for name, rgb in photos.items():
+            (folder / "images" / name).write_bytes(encode(rgb, "JPEG", quality=95))
+            for i, face in enumerate(detector.detect(rgb)):
+                b = face.box
+                rows.append([f"images/{name}", i, b.x, b.y, b.x + b.width, b.y + b.height])
+    assert len(rows) == 4  # three faces in the group photo, one in the portrait
+    rows.append(["images/cup.jpg", 0, 100, 100, 180, 180])
+    with open(folder / "labels.csv", "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["path", "face_id", "left", "top", "right", "bottom", "label"])
+        for k, row in enumerate(rows):
+            out.writerow([*row, EMOTIONS[k % len(EMOTIONS)]])
+    return folder
+
+
+def test_photo_benchmark_scores_through_the_service_pipeline(
+    photo_folder, tiny_models_dir, make_settings, client, tmp_path
+):
+    settings = make_settings(tiny_models_dir)
+    out = tmp_path / "out"
+    rows = compare_on_photos(photo_folder, None, out, "full", settings)
+    assert [r["model"] for r in rows] == ["gray48", "rgb224"]
+    labelled = read_labels(photo_folder)
+    for r in rows:
+        assert r["n"] == 5 and r["faces_found"] == 4 and r["faces_missed"] == 1
+        assert (out / r["model"] / "photo_confusion_matrix.png").stat().st_size > 0
+        saved = json.loads((out / r["model"] / "photo_metrics.json").read_text())
+        assert saved["accuracy"] == r["accuracy"]
+
+    # The same answers as the running service gives for each photo with ?detector=full.
+    right = 0
+    for face in labelled:
+        data = (photo_folder / face.path).read_bytes()
+        reply = client.post(
+            "/predict",
+            params={"detector": "full", "model": "gray48"},
+            files={"file": ("p.jpg", data, "image/jpeg")},
+        ).json()
+        boxes = [Box(**f["box"]) for f in reply["faces"]]
+        k = match(face.box, boxes)
+        if k is not None:
+            right += reply["faces"][k]["emotion"] == EMOTIONS[face.label]
+    assert rows[0]["accuracy"] == pytest.approx(right / len(labelled))
+    table = (out / "photos.md").read_text().splitlines()
+    assert len(table) == 4 and "4/5" in table[2] and "full" in table[2]
+    assert np.isclose(sum(c["support"] for c in rows[0]["per_class"].values()), 5)

@@ -1,0 +1,201 @@
+"""Score registered models on whole photos, end to end through the service's own code.
+
+A photo folder has `images/` and a `labels.csv` with one labelled face box per row (the
+layout of `expw-dev/val`). Each photo goes through `app.pipeline` exactly as an upload to
+`/predict` does with the given detector: decode, detect, align, preprocess, the registered
+ONNX model. The detected face whose box overlaps a labelled one best (IoU at least 0.3)
+answers for it; a labelled face with no such detection counts as wrong ("missed"). This,
+next to FER2013 `test/`, is the number that decides which model ships.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.assets import detector_model_path
+from app.face_search import FaceSearch
+from app.faces import Box, FaceDetector
+from app.inference import OnnxModel
+from app.labels import EMOTIONS
+from app.pipeline import Options, classify, prepare_image
+from app.registry import load_registry
+from app.runtime import DetectorChoice
+from app.settings import Settings
+from training.metrics import report
+from training.plots import plot_confusion
+
+MIN_IOU = 0.3
+MISSED = "missed"
+
+
+@dataclass(frozen=True)
+class LabelledFace:
+    path: str
+    box: Box
+    label: int
+
+
+def read_labels(folder: Path) -> list[LabelledFace]:
+    """The labelled face boxes of `folder/labels.csv` (path relative to the folder)."""
+    faces = []
+    with open(folder / "labels.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            left, top, right, bottom = (
+                int(float(row[k])) for k in ("left", "top", "right", "bottom")
+            )
+            faces.append(
+                LabelledFace(
+                    row["path"],
+                    Box(left, top, right - left, bottom - top),
+                    EMOTIONS.index(row["label"]),
+                )
+            )
+    return faces
+
+
+def iou(a: Box, b: Box) -> float:
+    x0, y0 = max(a.x, b.x), max(a.y, b.y)
+    x1, y1 = min(a.x + a.width, b.x + b.width), min(a.y + a.height, b.y + b.height)
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    union = a.area + b.area - inter
+    return inter / union if union else 0.0
+
+
+def match(labelled: Box, found: list[Box]) -> int | None:
+    """Index of the detection overlapping `labelled` best, if any reaches MIN_IOU."""
+    scores = [iou(labelled, b) for b in found]
+    if not scores or max(scores) < MIN_IOU:
+        return None
+    return int(np.argmax(scores))
+
+
+def score_model(
+    folder: Path,
+    model: OnnxModel,
+    detector: FaceDetector | FaceSearch | None,
+    settings: Settings,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(labels, probabilities with a row of zeros where missed, faces missed) over the folder."""
+    labelled = read_labels(folder)
+    options = Options(detector, "none", settings.max_faces_limit, settings.max_pixels)
+    by_photo: dict[str, list[int]] = {}
+    for i, face in enumerate(labelled):
+        by_photo.setdefault(face.path, []).append(i)
+    probs = np.zeros((len(labelled), len(EMOTIONS)))
+    missed = 0
+    for path, rows in by_photo.items():
+        prepared = prepare_image((folder / path).read_bytes(), model.spec, options)
+        result = classify(model, [prepared])[0]
+        if isinstance(result, Exception):
+            raise result
+        boxes = [f.box for f in prepared.faces]
+        for i in rows:
+            k = match(labelled[i].box, boxes)
+            if k is None:
+                missed += 1
+            else:
+                probs[i] = result[k]
+    return np.asarray([f.label for f in labelled]), probs, missed
+
+
+def metrics_with_misses(y: np.ndarray, probs: np.ndarray, missed: int) -> dict:
+    """`training.metrics.report` where a missed face is a wrong answer, plus the miss count."""
+    found = probs.sum(axis=1) > 0
+    # A missed face gets a prediction that is never right: one-hot on a class not its own.
+    filled = probs.copy()
+    filled[~found] = np.eye(len(EMOTIONS))[(y[~found] + 1) % len(EMOTIONS)]
+    out = report(y, filled, list(EMOTIONS))
+    out.pop("roc_auc"), out.pop("ece"), out.pop("nll")  # meaningless with stand-in rows
+    out["faces_found"] = int(found.sum())
+    out["faces_missed"] = int(missed)
+    out["found_fraction"] = float(found.mean())
+    out["accuracy_on_found"] = (
+        float(np.mean(probs[found].argmax(1) == y[found])) if found.any() else 0.0
+    )
+    return out
+
+
+def confusion_with_misses(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Counts (7 x 8): true class by predicted class, the last column for missed faces."""
+    cm = np.zeros((len(EMOTIONS), len(EMOTIONS) + 1), dtype=int)
+    found = probs.sum(axis=1) > 0
+    pred = np.where(found, probs.argmax(1), len(EMOTIONS))
+    np.add.at(cm, (y, pred), 1)
+    return cm
+
+
+def compare_on_photos(
+    folder: str | Path,
+    models: list[str] | None,
+    out: str | Path,
+    detector: DetectorChoice = "auto",
+    settings: Settings | None = None,
+) -> list[dict]:
+    """Score each registered model (default: all) on the photo folder; table and pictures in `out`."""
+    folder, out = Path(folder), Path(out)
+    settings = settings or Settings()
+    registry = load_registry(Path(settings.models_dir))
+    names = models or [m.name for m in registry.models]
+    loaded = {
+        kind: FaceDetector(detector_model_path(kind, settings), settings.detector_min_score)
+        for kind in ("full", "short")
+        if detector in (kind, "auto")
+    }
+    face_detector = (
+        FaceSearch(loaded["full"], loaded["short"]) if detector == "auto" else loaded.get(detector)
+    )
+    rows = []
+    try:
+        for name in names:
+            entry = registry.get(name)
+            if entry is None:
+                raise KeyError(f"no model {name!r} in {settings.models_dir}")
+            model = OnnxModel(entry, Path(settings.models_dir), settings.inference_threads)
+            y, probs, missed = score_model(folder, model, face_detector, settings)
+            m = metrics_with_misses(y, probs, missed)
+            m |= {
+                "model": name,
+                "version": entry.version,
+                "detector": detector,
+                "data": str(folder),
+            }
+            target = out / name
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "photo_metrics.json").write_text(json.dumps(m, indent=2))
+            plot_confusion(
+                confusion_with_misses(y, probs),
+                [*EMOTIONS, MISSED],
+                target / "photo_confusion_matrix.png",
+                f"{name} {entry.version} on {folder.name} photos (detector={detector})",
+                rows=list(EMOTIONS),
+            )
+            rows.append(m)
+            print(
+                f"{name:24s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  "
+                f"lowest recall {min(c['recall'] for c in m['per_class'].values()):.2f}  "
+                f"found {m['faces_found']}/{m['n']}"
+            )
+    finally:
+        for d in loaded.values():
+            d.close()
+    write_table(rows, out / "photos.md")
+    return rows
+
+
+def write_table(rows: list[dict], path: Path) -> None:
+    head = "| model | detector | accuracy | macro-F1 | " + " | ".join(EMOTIONS) + " | faces found |"
+    lines = [head, "|" + "---|" * (5 + len(EMOTIONS))]
+    for m in rows:
+        recalls = " | ".join(f"{m['per_class'][c]['recall']:.2f}" for c in EMOTIONS)
+        lines.append(
+            f"| {m['model']} {m['version']} | {m['detector']} | {m['accuracy']:.3f} | "
+            f"{m['macro_f1']:.3f} | {recalls} | {m['faces_found']}/{m['n']} |"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"table: {path}")
