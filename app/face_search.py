@@ -25,7 +25,8 @@ next tile."""
 SAME_FACE_IOU = 0.3
 
 
-def _iou(a: Box, b: Box) -> float:
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes."""
     x0, y0 = max(a.x, b.x), max(a.y, b.y)
     x1, y1 = min(a.x + a.width, b.x + b.width), min(a.y + a.height, b.y + b.height)
     inter = max(0, x1 - x0) * max(0, y1 - y0)
@@ -74,7 +75,7 @@ def merge(faces: list[Face]) -> list[Face]:
     """One detection per face: in order, a face overlapping a kept one is dropped."""
     kept: list[Face] = []
     for face in faces:
-        if all(_iou(face.box, k.box) < SAME_FACE_IOU for k in kept):
+        if all(iou(face.box, k.box) < SAME_FACE_IOU for k in kept):
             kept.append(face)
     return kept
 

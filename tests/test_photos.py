@@ -12,11 +12,12 @@ import pytest
 pytest.importorskip("sklearn")
 
 from app.assets import detector_model_path  # noqa: E402
+from app.face_search import iou  # noqa: E402
 from app.faces import Box, FaceDetector  # noqa: E402
 from app.labels import EMOTIONS  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from tests.images import astronaut, encode, group, no_face  # noqa: E402
-from training.photos import compare_on_photos, iou, match, read_labels  # noqa: E402
+from training.photos import compare_on_photos, match, read_labels  # noqa: E402
 
 
 def test_iou_and_matching():

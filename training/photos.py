@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from app.assets import detector_model_path
-from app.face_search import FaceSearch
+from app.face_search import FaceSearch, iou
 from app.faces import Box, FaceDetector
 from app.inference import OnnxModel
 from app.labels import EMOTIONS
@@ -56,14 +56,6 @@ def read_labels(folder: Path) -> list[LabelledFace]:
                 )
             )
     return faces
-
-
-def iou(a: Box, b: Box) -> float:
-    x0, y0 = max(a.x, b.x), max(a.y, b.y)
-    x1, y1 = min(a.x + a.width, b.x + b.width), min(a.y + a.height, b.y + b.height)
-    inter = max(0, x1 - x0) * max(0, y1 - y0)
-    union = a.area + b.area - inter
-    return inter / union if union else 0.0
 
 
 def match(labelled: Box, found: list[Box]) -> int | None:
