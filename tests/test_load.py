@@ -44,7 +44,7 @@ def test_probes_answer_while_every_worker_is_busy(
 
     async def scenario() -> None:
         async with serving(app) as http:
-            detector = runtime(app).detectors["short"]
+            detector = runtime(app).detectors["full"]  # the default search's first pass
             detector.detect = slowed(detector.detect, 1.0)  # type: ignore[method-assign]
             busy = [asyncio.create_task(predict(http)) for _ in range(4)]  # 2 run, 2 queue
             await asyncio.sleep(0.2)
@@ -73,7 +73,7 @@ def test_over_max_in_flight_is_an_immediate_503_with_retry_after(
 
     async def scenario() -> None:
         async with serving(app) as http:
-            detector = runtime(app).detectors["short"]
+            detector = runtime(app).detectors["full"]  # the default search's first pass
             detector.detect = slowed(detector.detect, 1.0)  # type: ignore[method-assign]
             first = asyncio.create_task(timed(predict(http)))
             await asyncio.sleep(0.2)  # the first one holds the only slot
@@ -114,7 +114,7 @@ def test_every_exit_path_gives_the_slot_back(
             assert (await http.post("/predict", files=big)).status_code == 413
             assert gate.active == 0
 
-            detector = runtime(app).detectors["short"]
+            detector = runtime(app).detectors["full"]  # the default search's first pass
             detector.detect = slowed(detector.detect, 0.5)  # type: ignore[method-assign]
             abandoned = asyncio.create_task(predict(http))
             await asyncio.sleep(0.1)
