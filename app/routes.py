@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -265,6 +266,35 @@ def _timed_classify(
     return results, (time.perf_counter() - t0) * 1000.0
 
 
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route's dependency tree declares."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not take: a misspelt `detecter=full` must not
+    quietly fall back to the default detector."""
+    route = request.scope.get("route")
+    if route is None or not hasattr(route, "dependant"):
+        return
+    known = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", name),
+                    "msg": f"unknown query parameter; this endpoint takes {', '.join(sorted(known))}",
+                    "type": "extra_forbidden",
+                }
+                for name in unknown
+            ]
+        )
+
+
 def build_router(settings: Settings) -> APIRouter:
     """All routes; the API-key scheme is declared (for /docs) only when a key is set."""
     router = APIRouter()
@@ -272,7 +302,9 @@ def build_router(settings: Settings) -> APIRouter:
         [Depends(APIKeyHeader(name="X-API-Key", auto_error=False))] if settings.api_key else []
     )
     predict_router = APIRouter(
-        route_class=PredictRoute, dependencies=secured, responses=PREDICT_ERRORS
+        route_class=PredictRoute,
+        dependencies=[*secured, Depends(refuse_unknown_query)],
+        responses=PREDICT_ERRORS,
     )
 
     async def predict_one(

@@ -115,6 +115,18 @@ def test_the_default_search_finds_a_row_of_small_faces_that_short_range_misses(c
         assert face["detected"] and face["score"] >= 0.4
 
 
+@pytest.mark.parametrize("path", ["/predict", "/predict/annotated", "/predict/batch"])
+def test_a_misspelt_query_parameter_is_refused_not_ignored(client, path):
+    field = "files" if path.endswith("batch") else "file"
+    r = client.post(
+        path, params={"detecter": "full"}, files=[(field, ("a.jpg", jpeg(), "image/jpeg"))]
+    )
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    (error,) = r.json()["errors"]
+    assert error["loc"] == ["query", "detecter"] and "detector" in error["msg"]
+
+
 def test_detector_none_classifies_the_whole_image(client):
     (face,) = post(client, jpeg(), detector="none").json()["faces"]
     assert face["box"] == {"x": 0, "y": 0, "width": 512, "height": 512}
