@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from app.metrics import Metrics
@@ -76,6 +77,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContext, metrics=app.state.metrics, trust_forwarded_for=settings.trust_forwarded_for
     )
+    if settings.cors_origin_list:  # outside the key check: a browser's preflight sends no key
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "X-Request-ID", "Content-Type"],
+            expose_headers=["X-Request-ID", "X-Faces", "X-Model"],
+        )
     if settings.root_path:
         app.add_middleware(RootPath, root_path=settings.root_path)  # outermost
     return app

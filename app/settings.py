@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         None,
         description="when set, every route except /healthz, /readyz and /metrics needs header X-API-Key",
     )
+    cors_origins: str = Field(
+        "",
+        description="comma-separated origins (e.g. https://app.example.com) whose pages may call "
+        "the API from a browser (CORS); empty: off, * allows any",
+    )
     trust_forwarded_for: bool = Field(
         False,
         description="access log shows the last X-Forwarded-For address (what the nearest proxy "
@@ -114,3 +119,7 @@ class Settings(BaseSettings):
                 f"EMOTION_MAX_FACES_LIMIT ({self.max_faces_limit})"
             )
         return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

@@ -219,3 +219,33 @@ def test_a_nul_byte_in_a_registry_file_name_is_harmless(tmp_path: Path) -> None:
     catalog = ModelCatalog(Settings(models_dir=tmp_path, inference_threads=1))
     assert catalog.states["good"].model is None
     assert "does not exist" in (catalog.states["good"].error or "")
+
+
+ORIGIN = "https://app.example.com"
+PREFLIGHT = {
+    "Origin": ORIGIN,
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "x-api-key",
+}
+
+
+def test_cors_is_off_by_default(client: TestClient) -> None:
+    assert "access-control-allow-origin" not in post(client, {"Origin": ORIGIN}).headers
+    assert client.options("/predict", headers=PREFLIGHT).status_code == 405
+
+
+def test_cors_lets_the_configured_origins_call_with_a_key(
+    make_client: Callable[..., TestClient], tiny_models_dir: Path
+) -> None:
+    app = make_client(tiny_models_dir, cors_origins=f" {ORIGIN} , https://b.example ", api_key="k")
+    # A browser's preflight carries no key: it is answered before the key check.
+    pre = app.options("/predict", headers=PREFLIGHT)
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == ORIGIN
+    assert "x-api-key" in pre.headers["access-control-allow-headers"].lower()
+    ok = post(app, {"Origin": ORIGIN, "X-API-Key": "k"})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == ORIGIN
+    assert "x-request-id" in ok.headers["access-control-expose-headers"].lower()
+    refused = post(app, {"Origin": ORIGIN})  # the page can read why it was refused
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == ORIGIN
+    other = post(app, {"Origin": "https://evil.example", "X-API-Key": "k"})
+    assert "access-control-allow-origin" not in other.headers
