@@ -695,3 +695,17 @@ def test_docs_cover_entrypoint_variables_and_image_size():
     for var in ENTRYPOINT_VARS:
         assert f"`{var}`" in docs, var
     assert re.search(r"image size", docs, re.I) and re.search(r"\d+(\.\d+)?\s*GB", docs)
+
+
+def test_make_run_serves_on_the_port_and_host_given():
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(
+        [make, "-n", "run", "PORT=9123", "HOST=127.0.0.1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "-m app --host 127.0.0.1 --port 9123" in out
