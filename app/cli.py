@@ -1,0 +1,158 @@
+"""The `emotion` command: score photos and folders in-process, or serve the HTTP API.
+
+    emotion score photos/ more.jpg --out faces.csv          # one row per face (CSV or .jsonl)
+    emotion score photos/ --format jsonl --annotate boxed/  # and the annotated pictures
+    emotion serve --port 8000                               # what `python -m app` does
+
+`score` runs the service's own pipeline (`app.analyzer.Analyzer`) on two worker threads.
+A file that cannot be read as an image is named on stderr and skipped; the exit status is 1
+when any file was skipped, so a script notices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TextIO
+
+from app.labels import EMOTIONS
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+COLUMNS = ["file", "face", "x", "y", "width", "height", "score", "emotion", *EMOTIONS]
+
+
+def image_files(paths: Iterable[str]) -> Iterator[Path]:
+    """The files given, and every image file below the folders given, in sorted order."""
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            yield path
+
+
+def rows(path: Path, result) -> list[dict]:
+    return [
+        {
+            "file": str(path),
+            "face": i,
+            "x": f.box.x,
+            "y": f.box.y,
+            "width": f.box.width,
+            "height": f.box.height,
+            "score": None if f.score is None else round(f.score, 4),
+            "emotion": f.emotion,
+            **{e: round(p, 4) for e, p in f.probabilities.items()},
+        }
+        for i, f in enumerate(result.faces)
+    ]
+
+
+class Writer:
+    """CSV with a header, or one JSON object per line."""
+
+    def __init__(self, out: TextIO, fmt: str) -> None:
+        self.out, self.fmt = out, fmt
+        self.csv = csv.DictWriter(out, COLUMNS) if fmt == "csv" else None
+        if self.csv:
+            self.csv.writeheader()
+
+    def write(self, rows: list[dict]) -> None:
+        for row in rows:
+            if self.csv:
+                self.csv.writerow(row)
+            else:
+                self.out.write(json.dumps(row) + "\n")
+
+
+def score(args: argparse.Namespace) -> int:
+    from app.analyzer import Analyzer
+    from app.annotate import encode
+
+    files = list(image_files(args.paths))
+    if not files:
+        print("emotion score: no image files found", file=sys.stderr)
+        return 2
+    fmt = args.format or ("jsonl" if args.out and args.out.endswith(".jsonl") else "csv")
+    annotate_dir = Path(args.annotate) if args.annotate else None
+    if annotate_dir:
+        annotate_dir.mkdir(parents=True, exist_ok=True)
+
+    def one(path: Path):
+        try:
+            if annotate_dir is None:
+                return analyzer.predict(path), None
+            result, picture = analyzer.annotated(path)
+            (annotate_dir / f"{path.stem}.annotated.jpg").write_bytes(encode(picture, "jpeg"))
+            return result, None
+        except Exception as e:  # a bad file is reported and skipped, never fatal
+            return None, getattr(e, "detail", None) or str(e) or type(e).__name__
+
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
+    skipped = faces = no_face = 0
+    try:
+        with Analyzer(args.model, args.detector) as analyzer, ThreadPoolExecutor(2) as pool:
+            writer = Writer(out, fmt)
+            for n, (path, (result, error)) in enumerate(
+                zip(files, pool.map(one, files), strict=True), 1
+            ):
+                if error is not None:
+                    skipped += 1
+                    print(f"\nskipped {path}: {error}", file=sys.stderr)
+                else:
+                    writer.write(rows(path, result))
+                    faces += len(result.faces)
+                    no_face += not result.faces
+                print(
+                    f"\rscored {n}/{len(files)} images: {faces} faces, {no_face} without a face, "
+                    f"{skipped} skipped",
+                    end="",
+                    file=sys.stderr,
+                )
+        print(file=sys.stderr)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 1 if skipped else 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from app.__main__ import main as serve_main
+
+    argv = ["--host", args.host] if args.host else []
+    return serve_main(argv + (["--port", str(args.port)] if args.port else []))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="emotion", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("score", help="score image files and folders (recursive), one row per face")
+    s.add_argument("paths", nargs="+", metavar="PATH")
+    s.add_argument("--out", help="output file (default: standard output)")
+    s.add_argument("--format", choices=("csv", "jsonl"), help="default: from --out, else csv")
+    s.add_argument("--annotate", metavar="DIR", help="also write NAME.annotated.jpg here")
+    s.add_argument("--model", help="registered model (default: the registry's default)")
+    s.add_argument(
+        "--detector",
+        choices=("auto", "short", "full", "none"),
+        default="auto",
+        help="as ?detector=",
+    )
+    s.set_defaults(func=score)
+    v = sub.add_parser("serve", help="serve the HTTP API (as python -m app)")
+    v.add_argument("--host", help="default: EMOTION_HOST (0.0.0.0)")
+    v.add_argument("--port", type=int, help="default: EMOTION_PORT (8000)")
+    v.set_defaults(func=serve)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyError as e:  # an unknown --model: one clear line
+        print(f"emotion: {e.args[0]}", file=sys.stderr)
+        return 2
