@@ -2,6 +2,7 @@
 
     emotion score photos/ more.jpg --out faces.csv          # one row per face (CSV or .jsonl)
     emotion score photos/ --format jsonl --annotate boxed/  # and the annotated pictures
+    emotion video clip.mp4 --fps 2 --out frames.csv --summary people.json --annotate out.mp4
     emotion serve --port 8000                               # what `python -m app` does
 
 `score` runs the service's own pipeline (`app.analyzer.Analyzer`) on two worker threads.
@@ -58,9 +59,9 @@ def rows(path: Path, result) -> list[dict]:
 class Writer:
     """CSV with a header, or one JSON object per line."""
 
-    def __init__(self, out: TextIO, fmt: str) -> None:
+    def __init__(self, out: TextIO, fmt: str, columns: list[str] = COLUMNS) -> None:
         self.out, self.fmt = out, fmt
-        self.csv = csv.DictWriter(out, COLUMNS) if fmt == "csv" else None
+        self.csv = csv.DictWriter(out, columns) if fmt == "csv" else None
         if self.csv:
             self.csv.writeheader()
 
@@ -123,6 +124,52 @@ def score(args: argparse.Namespace) -> int:
     return 1 if skipped else 0
 
 
+VIDEO_COLUMNS = ["frame", "time_s", "person", "x", "y", "width", "height", "emotion", *EMOTIONS]
+
+
+def video(args: argparse.Namespace) -> int:
+    from app.analyzer import Analyzer
+    from app.video import analyze_video
+
+    fmt = args.format or ("jsonl" if args.out and args.out.endswith(".jsonl") else "csv")
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        writer = Writer(out, fmt, VIDEO_COLUMNS)
+
+        def progress(done: int, total: int) -> None:
+            print(f"\rframe {done}/{total or '?'}", end="", file=sys.stderr)
+
+        with Analyzer(args.model, args.detector) as analyzer:
+            people = analyze_video(
+                args.file,
+                analyzer,
+                args.fps,
+                lambda row: writer.write([row]),
+                args.annotate,
+                progress,
+            )
+        print(file=sys.stderr)
+    except ValueError as e:  # not a readable video
+        print(f"emotion video: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    summary = json.dumps({"fps": args.fps, "people": people}, indent=2)
+    if args.summary:
+        Path(args.summary).write_text(summary + "\n")
+    else:
+        print(summary, file=sys.stderr)
+    for person in people:
+        top = max(person["share_of_time"], key=person["share_of_time"].get)
+        print(
+            f"person {person['person']}: {person['seconds']} s in view, mostly {top} "
+            f"({person['share_of_time'][top]:.0%} of the time)",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def serve(args: argparse.Namespace) -> int:
     from app.__main__ import main as serve_main
 
@@ -146,6 +193,21 @@ def main(argv: list[str] | None = None) -> int:
         help="as ?detector=",
     )
     s.set_defaults(func=score)
+    d = sub.add_parser("video", help="emotions per sampled frame and per person in a video")
+    d.add_argument("file")
+    d.add_argument("--fps", type=float, default=2.0, help="frames sampled per second (default 2)")
+    d.add_argument("--out", help="per-frame rows (default: standard output)")
+    d.add_argument("--format", choices=("csv", "jsonl"), help="default: from --out, else csv")
+    d.add_argument("--summary", help="per-person summary as JSON (default: standard error)")
+    d.add_argument("--annotate", metavar="FILE.mp4", help="also write the annotated frames")
+    d.add_argument("--model", help="registered model (default: the registry's default)")
+    d.add_argument(
+        "--detector",
+        choices=("auto", "short", "full", "none"),
+        default="auto",
+        help="as ?detector=",
+    )
+    d.set_defaults(func=video)
     v = sub.add_parser("serve", help="serve the HTTP API (as python -m app)")
     v.add_argument("--host", help="default: EMOTION_HOST (0.0.0.0)")
     v.add_argument("--port", type=int, help="default: EMOTION_PORT (8000)")

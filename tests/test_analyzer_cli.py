@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -103,3 +104,47 @@ def test_serve_hands_host_and_port_to_the_server(monkeypatch):
     assert main(["serve", "--port", "9001", "--host", "127.0.0.1"]) == 0
     assert main(["serve"]) == 0
     assert given == [["--host", "127.0.0.1", "--port", "9001"], []]
+
+
+def write_video(path: Path, frames: int = 30, fps: float = 10.0) -> None:
+    """Two faces: one drifting right the whole time, one that appears after a second."""
+    face = cv2.resize(images.astronaut()[20:260, 110:350], (110, 110), interpolation=cv2.INTER_AREA)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (480, 240))
+    for i in range(frames):
+        canvas = np.full((240, 480, 3), 190, np.uint8)
+        x = 10 + 3 * i
+        canvas[60:170, x : x + 110] = face
+        if i >= fps:
+            canvas[60:170, 330:440] = face
+        writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def test_video_follows_each_person_and_summarises_them(env, tmp_path, capsys):
+    clip, out = tmp_path / "clip.avi", tmp_path / "frames.csv"
+    write_video(clip)
+    summary, drawn = tmp_path / "people.json", tmp_path / "boxed.mp4"
+    argv = ["video", str(clip), "--fps", "5", "--out", str(out), "--summary", str(summary)]
+    assert main([*argv, "--annotate", str(drawn)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    frames = sorted({int(r["frame"]) for r in rows})
+    assert frames == list(range(0, 30, 2))  # 10 fps sampled at 5
+    first = [r for r in rows if r["person"] == "0"]
+    assert len(first) == 15 and all(int(r["x"]) < 300 for r in first)  # the drifting face
+    second = [r for r in rows if r["person"] == "1"]
+    assert [int(r["frame"]) for r in second] == list(range(10, 30, 2))
+    people = json.loads(summary.read_text())["people"]
+    assert [p["frames"] for p in people] == [15, 10]
+    for p in people:
+        assert abs(sum(p["share_of_time"].values()) - 1) < 1e-3
+    assert "person 0: 3.0 s in view" in capsys.readouterr().err
+    capture = cv2.VideoCapture(str(drawn))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 15
+    capture.release()
+
+
+def test_video_refuses_a_file_that_is_not_a_video(env, tmp_path, capsys):
+    bad = tmp_path / "not.mp4"
+    bad.write_bytes(b"nothing here")
+    assert main(["video", str(bad)]) == 2
+    assert "not a video" in capsys.readouterr().err
