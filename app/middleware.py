@@ -23,7 +23,7 @@ from app.problems import PROBLEM_MEDIA_TYPE, problem_body
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
-API_KEY_EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+API_KEY_EXEMPT = frozenset({"/", "/healthz", "/readyz", "/metrics"})  # "/": the page holds no data
 
 access_log = logging.getLogger("emotion.access")
 log = logging.getLogger("emotion.http")

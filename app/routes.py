@@ -13,13 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -94,6 +95,9 @@ def _capped(receive: Receive, cap: int) -> Receive:
         return message
 
     return limited
+
+
+PAGE = Path(__file__).with_name("static") / "index.html"
 
 
 class PredictRoute(APIRoute):
@@ -494,6 +498,11 @@ def build_router(settings: Settings) -> APIRouter:
                 )
             )
         return ModelsResponse(default=catalog.default_name if catalog else None, models=infos)
+
+    @router.get("/", include_in_schema=False, response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        """The page for trying the API in a browser (no CDN, no build step)."""
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
     @router.get("/healthz", response_model=Health, summary="Liveness: the process serves")
     def healthz() -> Health:
