@@ -19,9 +19,10 @@ import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, get_args
 
 from app.labels import EMOTIONS
+from app.runtime import DetectorChoice
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 COLUMNS = ["file", "face", "x", "y", "width", "height", "score", "emotion", *EMOTIONS]
@@ -81,7 +82,7 @@ def score(args: argparse.Namespace) -> int:
     if not files:
         print("emotion score: no image files found", file=sys.stderr)
         return 2
-    fmt = args.format or ("jsonl" if args.out and args.out.endswith(".jsonl") else "csv")
+    fmt = _format(args)
     annotate_dir = Path(args.annotate) if args.annotate else None
     if annotate_dir:
         annotate_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +132,7 @@ def video(args: argparse.Namespace) -> int:
     from app.analyzer import Analyzer
     from app.video import analyze_video
 
-    fmt = args.format or ("jsonl" if args.out and args.out.endswith(".jsonl") else "csv")
+    fmt = _format(args)
     out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
     try:
         writer = Writer(out, fmt, VIDEO_COLUMNS)
@@ -177,36 +178,35 @@ def serve(args: argparse.Namespace) -> int:
     return serve_main(argv + (["--port", str(args.port)] if args.port else []))
 
 
+def _pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    """What `score` and `video` share: the output format, the model and the face search."""
+    p.add_argument("--format", choices=("csv", "jsonl"), help="default: from --out, else csv")
+    p.add_argument("--model", help="registered model (default: the registry's default)")
+    p.add_argument(
+        "--detector", choices=get_args(DetectorChoice), default="auto", help="as ?detector="
+    )
+
+
+def _format(args: argparse.Namespace) -> str:
+    return args.format or ("jsonl" if args.out and args.out.endswith(".jsonl") else "csv")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="emotion", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("score", help="score image files and folders (recursive), one row per face")
     s.add_argument("paths", nargs="+", metavar="PATH")
     s.add_argument("--out", help="output file (default: standard output)")
-    s.add_argument("--format", choices=("csv", "jsonl"), help="default: from --out, else csv")
     s.add_argument("--annotate", metavar="DIR", help="also write NAME.annotated.jpg here")
-    s.add_argument("--model", help="registered model (default: the registry's default)")
-    s.add_argument(
-        "--detector",
-        choices=("auto", "short", "full", "none"),
-        default="auto",
-        help="as ?detector=",
-    )
+    _pipeline_arguments(s)
     s.set_defaults(func=score)
     d = sub.add_parser("video", help="emotions per sampled frame and per person in a video")
     d.add_argument("file")
     d.add_argument("--fps", type=float, default=2.0, help="frames sampled per second (default 2)")
     d.add_argument("--out", help="per-frame rows (default: standard output)")
-    d.add_argument("--format", choices=("csv", "jsonl"), help="default: from --out, else csv")
     d.add_argument("--summary", help="per-person summary as JSON (default: standard error)")
     d.add_argument("--annotate", metavar="FILE.mp4", help="also write the annotated frames")
-    d.add_argument("--model", help="registered model (default: the registry's default)")
-    d.add_argument(
-        "--detector",
-        choices=("auto", "short", "full", "none"),
-        default="auto",
-        help="as ?detector=",
-    )
+    _pipeline_arguments(d)
     d.set_defaults(func=video)
     v = sub.add_parser("serve", help="serve the HTTP API (as python -m app)")
     v.add_argument("--host", help="default: EMOTION_HOST (0.0.0.0)")
