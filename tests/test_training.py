@@ -692,3 +692,36 @@ def test_recover_matches_each_shipped_member_to_its_recorded_architecture():
         assert _matching_build(name, member)[0].name == name
     with pytest.raises(RuntimeError, match="does not have emonet_res's layers"):
         _matching_build("emonet_res", members[0])
+
+
+def test_photo_look_degrades_each_face_differently_within_pixel_range():
+    import keras
+
+    from training.augment import PHOTO, PhotoLook, build_augmenter
+
+    rng = np.random.default_rng(0)
+    faces = np.repeat(rng.integers(0, 256, (1, 48, 48, 1)).astype(np.float32), 16, axis=0)
+    out = np.asarray(PhotoLook()(faces, training=True))
+    assert out.shape == faces.shape and out.min() >= 0 and out.max() <= 255
+    # sixteen copies of one face come out as (nearly) sixteen different faces
+    assert len({round(float(np.abs(o - faces[0]).mean()), 3) for o in out}) > 12
+    assert np.array_equal(np.asarray(PhotoLook()(faces, training=False)), faces)
+    assert any(isinstance(layer, PhotoLook) for layer in build_augmenter(PHOTO, 1).layers)
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_added_data_joins_training_but_never_validation(fer_dir, tmp_path, capsys):
+    extra = write_fer_folder(tmp_path / "extra", per_class=3, seed=5)
+    base = dict(model="emonet", data=str(fer_dir), limit_per_class=4, batch_size=8, epochs=1)
+    plain = train(TrainOptions(**base, out=str(tmp_path / "plain")))
+    added = train(
+        TrainOptions(
+            **base, out=str(tmp_path / "added"), add_data=str(extra), add_repeat=2, augment="photo"
+        )
+    )
+    shown = capsys.readouterr().out
+    # 4 per class less the validation face, plus 2 x 3 added faces per class
+    assert "21 train / 7 validation" in shown and "63 train / 7 validation" in shown
+    one, two = (json.loads((r / "config.json").read_text()) for r in (plain, added))
+    assert one["data_fingerprint"] == two["data_fingerprint"]  # the same validation faces
+    assert one["added_data_fingerprint"] is None and two["added_data_fingerprint"]

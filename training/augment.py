@@ -24,6 +24,9 @@ class AugmentConfig:
     zoom: float = 0.0  # fraction
     shear: float = 0.0  # keras RandomShear factor
     erasing: float = 0.0  # probability of erasing one random rectangle
+    # What photos do to a face before the service sees it: lighting, contrast and gamma,
+    # sensor noise, blur, downscaling from a smaller face, JPEG artefacts (`PhotoLook`).
+    photo: bool = False
     # Rotation, shear, shift and zoom as one affine map, so a face is resampled once. Each
     # bilinear resampling at a random sub-pixel offset blurs (1/6 px^2 of variance): one
     # Keras layer per transform blurs training faces by a Gaussian of about 0.7 px.
@@ -74,12 +77,91 @@ class RandomAffine(keras.layers.Layer):
         )
 
 
+class PhotoLook(keras.layers.Layer):
+    """Random photo degradations of gray faces in [0, 255], each image drawing its own.
+
+    Downscaling (a face that was 12-32 px wide in the photo) and Gaussian blur pick one of a
+    few strengths per image; then brightness, contrast and gamma; sensor noise; and JPEG
+    re-encoding at a random quality. TensorFlow backend only (JPEG coding is TensorFlow's);
+    draws come from TensorFlow's global generator, which the trainer's seed fixes.
+    """
+
+    SIZES = (12, 16, 24, 32)
+    SIGMAS = (0.6, 1.0, 1.6)
+
+    def __init__(self, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+
+    def call(self, images, training=True):
+        import tensorflow as tf
+
+        if not training:
+            return images
+        n, size = tf.shape(images)[0], images.shape[1]
+
+        def chosen(variants: list, p: float):
+            """Per image: with probability p one of `variants` (drawn uniformly), else itself."""
+            pick = tf.random.uniform([n], 0, len(variants), dtype=tf.int32)
+            use = tf.random.uniform([n]) < p
+            out = images
+            for i, v in enumerate(variants):
+                mask = tf.reshape(tf.logical_and(use, tf.equal(pick, i)), [-1, 1, 1, 1])
+                out = tf.where(mask, v, out)
+            return out
+
+        small = [
+            tf.image.resize(tf.image.resize(images, (s, s), antialias=True), (size, size))
+            for s in self.SIZES
+        ]
+        images = chosen(small, 0.3)
+        images = chosen([_gaussian_blur(images, s) for s in self.SIGMAS], 0.3)
+
+        def draw(low: float, high: float):
+            return tf.random.uniform([n, 1, 1, 1], low, high)
+
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        x = (images - mean) * draw(0.6, 1.4) + mean + draw(-30.0, 30.0)
+        x = 255.0 * (tf.clip_by_value(x, 0.0, 255.0) / 255.0) ** tf.exp(draw(-0.4, 0.4))
+        x = x + tf.random.normal(tf.shape(x)) * draw(0.0, 6.0)
+        x = tf.clip_by_value(x, 0.0, 255.0)
+        jpeg = tf.map_fn(
+            lambda im: tf.cast(
+                tf.image.adjust_jpeg_quality(
+                    tf.cast(tf.round(im), tf.uint8),
+                    tf.random.uniform([], 25, 95, dtype=tf.int32),
+                ),
+                tf.float32,
+            ),
+            x,
+        )
+        use = tf.reshape(tf.random.uniform([n]) < 0.5, [-1, 1, 1, 1])
+        return tf.where(use, jpeg, x)
+
+
+def _gaussian_blur(images, sigma: float):
+    """Gaussian blur of a (N, H, W, 1) batch, edges replicated."""
+    import numpy as np
+    import tensorflow as tf
+
+    radius = int(math.ceil(2.5 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).astype(np.float32)
+    padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], "SYMMETRIC")
+    x = tf.nn.conv2d(padded, taps.reshape(1, -1, 1, 1), 1, "VALID")
+    return tf.nn.conv2d(x, taps.reshape(-1, 1, 1, 1), 1, "VALID")
+
+
 NONE = AugmentConfig()
 # The study's ImageDataGenerator settings: rotation, shifts, zoom, shear, horizontal flip.
 STUDY = AugmentConfig(flip=True, rotation_deg=10, shift=0.1, zoom=0.1, shear=0.1)
 # The project's own recipe: the study's transforms without shear, plus random erasing.
 STANDARD = AugmentConfig(flip=True, rotation_deg=10, shift=0.1, zoom=0.1, erasing=0.5)
-PRESETS = {"none": NONE, "study": STUDY, "standard": STANDARD}
+# For faces found in photos: a little more pose (rotation, shear), the photo degradations of
+# `PhotoLook`, and erasing as partial occlusion.
+PHOTO = AugmentConfig(
+    flip=True, rotation_deg=15, shift=0.08, zoom=0.12, shear=0.1, erasing=0.5, photo=True
+)
+PRESETS = {"none": NONE, "study": STUDY, "standard": STANDARD, "photo": PHOTO}
 
 
 def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
@@ -110,6 +192,8 @@ def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
         layers.append(
             keras.layers.RandomZoom((-cfg.zoom, cfg.zoom), fill_mode="nearest", seed=seed + 4)
         )
+    if cfg.photo:
+        layers.append(PhotoLook())
     if cfg.erasing:
         layers.append(
             keras.layers.RandomErasing(

@@ -83,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one architecture")
     t.add_argument("--model", required=True)
     t.add_argument("--data", required=True, help="Kaggle-layout folder with train/<class>/*")
+    t.add_argument(
+        "--add-data",
+        metavar="DIR",
+        help="another Kaggle-layout folder whose train/ joins training only (photo folders are "
+        "framed by the service's detector and aligner); validation stays --data's split",
+    )
+    t.add_argument(
+        "--add-repeat",
+        type=positive_int,
+        default=1,
+        help="how many times each --add-data face appears per epoch (default 1)",
+    )
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--epochs", type=positive_int)
     t.add_argument("--batch-size", type=positive_int)
@@ -102,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--augment",
-        choices=("none", "study", "standard"),
+        choices=("none", "study", "standard", "photo"),
         help="augmentation preset instead of the recipe's (standard: flip, rotation, shift, "
-        "zoom, erasing; study: flip, rotation, shift, zoom, shear)",
+        "zoom, erasing; study: flip, rotation, shift, zoom, shear; photo: standard with shear "
+        "plus lighting, noise, blur, downscaling and JPEG artefacts)",
     )
     t.add_argument(
         "--optimizer",
@@ -329,6 +342,8 @@ def train_options(args: argparse.Namespace):
         model=args.model,
         data=args.data,
         out=args.out,
+        add_data=args.add_data,
+        add_repeat=args.add_repeat,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,

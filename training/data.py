@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 FACE_SIZE = 48
+# How photos are framed (`_PhotoCropper`): part of the cache key, so a change re-decodes.
+FRAMING = "auto"
 
 
 @dataclass
@@ -92,29 +94,35 @@ def fingerprint(files: list[tuple[Path, int]]) -> str:
 class _PhotoCropper:
     """Finds and aligns the largest face in a photo with the service's own code.
 
-    The detector is loaded for the first photo only: folders of ready crops never need it.
+    It searches as the service's default `detector=auto` does (`app.face_search`). The
+    detectors are loaded for the first photo only: folders of ready crops never need them.
     """
 
     def __init__(self) -> None:
-        self._detector: FaceDetector | None = None
+        self._detectors: dict[str, FaceDetector] = {}
 
     def crop(self, rgb: np.ndarray) -> np.ndarray | None:
         from app.align import align_crop
+        from app.face_search import FaceSearch
 
-        if self._detector is None:
+        if not self._detectors:
             from app.assets import detector_model_path
             from app.faces import FaceDetector
+            from app.settings import Settings
 
-            self._detector = FaceDetector(detector_model_path("full"))
-        faces = self._detector.detect(rgb)
+            score = Settings().detector_min_score
+            self._detectors = {
+                k: FaceDetector(detector_model_path(k), score) for k in ("full", "short")
+            }
+        faces = FaceSearch(self._detectors["full"], self._detectors["short"]).detect(rgb)
         if not faces:
             return None
         face = max(faces, key=lambda f: f.box.area)
         return align_crop(rgb, face, FACE_SIZE)
 
     def close(self) -> None:
-        if self._detector is not None:
-            self._detector.close()
+        for detector in self._detectors.values():
+            detector.close()
 
 
 def _load_face(path: Path, cropper: _PhotoCropper) -> np.ndarray | None:
@@ -176,7 +184,7 @@ def load_split(
         return _load_pack(pack_path(data_dir, split), limit, seed)
     files = limit_per_class(list_files(Path(data_dir), split), limit, seed)
     fp = fingerprint(files)
-    cached = cache_dir() / f"{split}-{fp}.npz"
+    cached = cache_dir() / f"{split}-{fp}-{FRAMING}.npz"
     if cached.exists():
         with np.load(cached) as z:
             return Split(z["x"], z["y"]), fp

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from training import architectures
 from training.augment import PRESETS
@@ -52,6 +53,8 @@ class TrainOptions:
     model: str
     data: str
     out: str
+    add_data: str | None = None  # a folder whose train/ joins training, never validation
+    add_repeat: int = 1  # copies of each added face per epoch
     epochs: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None  # peak; the recipe's when None
@@ -169,6 +172,21 @@ class RunState(keras.callbacks.Callback):
         plot_learning_curves([self.run / "history.csv"], self.run / "learning_curves.png")
 
 
+def with_added(train_split: Split, opts: TrainOptions) -> tuple[Split, str | None]:
+    """The training half plus `opts.add_repeat` copies of `opts.add_data`'s train/ split.
+
+    The added faces never enter validation, so runs with and without them keep one validation
+    split and can be compared or ensembled.
+    """
+    if not opts.add_data:
+        return train_split, None
+    added, fingerprint = load_split(opts.add_data, "train")
+    x = np.concatenate([train_split.x] + [added.x] * opts.add_repeat)
+    y = np.concatenate([train_split.y] + [added.y] * opts.add_repeat)
+    print(f"{opts.add_data}: {len(added)} faces added to training, x{opts.add_repeat}")
+    return Split(x, y), fingerprint
+
+
 # What a resumed run takes from its command line; every other option is the run's own.
 RESUME_OVERRIDES = ("data", "out", "epochs", "time_budget_s", "resume")
 
@@ -235,6 +253,9 @@ def train(opts: TrainOptions) -> Path:
             f"{opts.data} is not the data {run} started on "
             f"(fingerprint {fingerprint}, run {recorded['data_fingerprint']})"
         )
+    train_split, added_fingerprint = with_added(train_split, opts)
+    if recorded is not None and added_fingerprint != recorded.get("added_data_fingerprint"):
+        raise RuntimeError(f"{opts.add_data} is not the added data {run} started on")
     run.mkdir(parents=True, exist_ok=True)  # only once the data loaded: no empty run folders
     epochs = opts.epochs or (recorded or {}).get("epochs") or recipe.epochs
     batch = opts.batch_size or recipe.batch_size
@@ -257,6 +278,7 @@ def train(opts: TrainOptions) -> Path:
             "input": asdict(arch.input),
             "class_weights": weights,
             "data_fingerprint": fingerprint,
+            "added_data_fingerprint": added_fingerprint,
             "val_fraction": VAL_FRACTION,
         }
         (run / "config.json").write_text(json.dumps(config, indent=2, default=str))

@@ -56,6 +56,8 @@ def training_view(
     """`model` behind augmentation (training only) and preparation, taking 48x48x1 faces."""
     if augment.one_resampling and augment.geometric:
         raise ValueError("--one-resampling needs the TensorFlow backend")
+    if augment.photo:
+        raise ValueError("--augment photo needs the TensorFlow backend (JPEG coding)")
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")  # augmented faces stay float32
     try:
