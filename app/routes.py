@@ -212,19 +212,26 @@ async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
     return data
 
 
+DECIMALS = 4
+
+
 def face_outputs(image: PreparedImage, probs: np.ndarray) -> list[FaceOut]:
-    """One entry per face; `probs` rows are already calibrated and sum to 1 (`OnnxModel`)."""
+    """One entry per face; `probs` rows are already calibrated and sum to 1 (`OnnxModel`).
+
+    Probabilities and scores are rounded to `DECIMALS`: more digits are noise to a reader and
+    bytes on the wire.
+    """
     out = []
     for face, p in zip(image.faces, probs, strict=True):
         b = face.box
         out.append(
             FaceOut(
                 box=BoxOut(x=b.x, y=b.y, width=b.width, height=b.height),
-                score=face.score,
+                score=None if face.score is None else round(face.score, DECIMALS),
                 detected=face.detected,
                 emotion=EMOTIONS[int(np.argmax(p))],
                 probabilities=Probabilities(
-                    **{e: float(v) for e, v in zip(EMOTIONS, p, strict=True)}
+                    **{e: round(float(v), DECIMALS) for e, v in zip(EMOTIONS, p, strict=True)}
                 ),
             )
         )

@@ -1,5 +1,6 @@
 """The page at / in a real headless Chromium (Debian's), driven by Playwright, against a real
-uvicorn serving the tiny models and the real detectors.
+uvicorn serving the shipped models and the real detectors (so the screenshot in docs/ shows
+what a user sees).
 
 Needs Debian's `chromium` and the `playwright` package (a dev dependency; no browser download:
 it drives /usr/bin/chromium). Skipped without them, except where EMOTION_REQUIRE_BROWSER=1
@@ -35,9 +36,9 @@ if _missing and os.environ.get("EMOTION_REQUIRE_BROWSER") != "1":
 
 
 @pytest.fixture(scope="module")
-def url(tiny_models_dir, assets_dir, tmp_path_factory):
+def url(assets_dir, tmp_path_factory):
     env = {
-        "EMOTION_MODELS_DIR": str(tiny_models_dir),
+        "EMOTION_MODELS_DIR": str(Path(__file__).resolve().parents[1] / "models"),
         "EMOTION_ASSETS_DIR": str(assets_dir),
         "EMOTION_INFERENCE_THREADS": "1",
         "EMOTION_API_KEY": "page-key",

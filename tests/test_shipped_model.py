@@ -52,7 +52,7 @@ def test_the_shipped_default_model_serves(make_client, default_entry):
     body = r.json()
     assert body["model"]["name"] == default_entry.name
     (face,) = body["faces"]
-    assert abs(sum(face["probabilities"].values()) - 1) < 1e-5
+    assert abs(sum(face["probabilities"].values()) - 1) <= 3.5e-4  # 4 decimals each
 
 
 def face_crops() -> np.ndarray:
@@ -90,10 +90,10 @@ def test_service_gives_the_evaluation_codes_probabilities(make_client, entry):
         (face,) = result["faces"]
         assert face["detected"] is False
         got = np.array([face["probabilities"][e] for e in EMOTIONS])
-        np.testing.assert_allclose(got, expected[i], atol=1e-5)
+        np.testing.assert_allclose(got, expected[i], atol=5e-5 + 1e-5)  # 4 decimals
     # A single /predict of one face agrees too.
     r = client.post(
         "/predict", params=params, files={"file": ("f.png", images.encode(faces[0], "PNG"))}
     )
     got = np.array([r.json()["faces"][0]["probabilities"][e] for e in EMOTIONS])
-    np.testing.assert_allclose(got, expected[0], atol=1e-5)
+    np.testing.assert_allclose(got, expected[0], atol=5e-5 + 1e-5)
