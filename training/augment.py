@@ -139,16 +139,22 @@ class PhotoLook(keras.layers.Layer):
 
 
 def _gaussian_blur(images, sigma: float):
-    """Gaussian blur of a (N, H, W, 1) batch, edges replicated."""
+    """Gaussian blur of a (N, H, W, 1) batch, edges replicated.
+
+    Weighted sums of shifted views rather than `tf.nn.conv2d`, which is many times slower on
+    one-channel images on CPU.
+    """
     import numpy as np
     import tensorflow as tf
 
     radius = int(math.ceil(2.5 * sigma))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     taps = (taps / taps.sum()).astype(np.float32)
-    padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], "SYMMETRIC")
-    x = tf.nn.conv2d(padded, taps.reshape(1, -1, 1, 1), 1, "VALID")
-    return tf.nn.conv2d(x, taps.reshape(-1, 1, 1, 1), 1, "VALID")
+    height, width = images.shape[1], images.shape[2]
+    x = tf.pad(images, [[0, 0], [radius, radius], [0, 0], [0, 0]], "SYMMETRIC")
+    x = tf.add_n([float(t) * x[:, i : i + height] for i, t in enumerate(taps)])
+    x = tf.pad(x, [[0, 0], [0, 0], [radius, radius], [0, 0]], "SYMMETRIC")
+    return tf.add_n([float(t) * x[:, :, i : i + width] for i, t in enumerate(taps)])
 
 
 NONE = AugmentConfig()
