@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -19,7 +20,8 @@ from starlette.concurrency import run_in_threadpool
 from app.metrics import Metrics
 from app.middleware import ApiKeyCheck, RequestContext, RootPath
 from app.problems import install_handlers
-from app.routes import build_router
+from app.routes import catalog, ops, page, predict
+from app.routes.deps import api_key_scheme
 from app.runtime import Runtime
 from app.settings import Settings
 
@@ -58,6 +60,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.close()
 
 
+def include_routes(app: FastAPI, settings: Settings) -> None:
+    """Add the routers, with what depends on the settings: the API-key scheme on the routes
+    the key guards (for /docs; `ApiKeyCheck` does the checking) and the batch limit in the
+    OpenAPI schema. The order is the order of /docs."""
+    secured = api_key_scheme(settings)
+    app.include_router(catalog.router, dependencies=secured)
+    app.include_router(page.router)
+    app.include_router(ops.router)
+    app.include_router(predict.router, dependencies=secured)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            predict.document_batch_limit(generate(), settings)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's "extending OpenAPI" hook
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -71,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.runtime = None
     install_handlers(app)
-    app.include_router(build_router(settings))
+    include_routes(app, settings)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyCheck, api_key=settings.api_key.get_secret_value())
     app.add_middleware(

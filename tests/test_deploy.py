@@ -3,7 +3,7 @@
 No Docker engine is needed: the Dockerfile is linted with hadolint and checked against the
 repository (what it copies, which stage installs what), the entry point and the healthcheck
 script run for real, docker-compose.yml is parsed and cross-checked with app.settings, and
-README.md (its deployment section) must document every setting with its actual default.
+docs/deployment.md must document every setting with its actual default.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ from tests.serving_env import (
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
-DOCS = ROOT / "README.md"
+DOCS = ROOT / "docs" / "deployment.md"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
 NGINX_CONF = ROOT / "docker" / "nginx.conf"
 
 # Variables the entry point reads besides the EMOTION_* settings (documented in its header
-# and in README.md).
+# and in docs/deployment.md).
 ENTRYPOINT_VARS = {
     "WEB_CONCURRENCY",
     "FORWARDED_ALLOW_IPS",
@@ -377,7 +377,7 @@ def dockerignored(path: str) -> bool:
         "training/fit.py",
         ".git/HEAD",
         "app/__pycache__/main.cpython-311.pyc",
-        "docs/service.md",
+        "docs/api.md",
         "emotion_service.egg-info/PKG-INFO",
         "pyproject.toml",
         "docker/nginx.conf",
@@ -624,8 +624,8 @@ def nginx_body_cap(location: str) -> int:
 
 def test_gateway_body_limits_match_app_limits():
     """/predict's cap passes any body the app accepts and nothing much bigger; a batch's is
-    deliberately tighter than the app's (README.md explains why)."""
-    from app.routes import MULTIPART_OVERHEAD
+    deliberately tighter than the app's (docs/deployment.md explains why)."""
+    from app.routes.predict import MULTIPART_OVERHEAD
 
     fields = Settings.model_fields
     per_file = fields["max_upload_bytes"].default + MULTIPART_OVERHEAD
@@ -650,11 +650,11 @@ def test_compose_config_with_docker_cli():
     assert result.returncode == 0, result.stderr
 
 
-# --- README.md, deployment section ----------------------------------------------------------------
+# --- docs/deployment.md ----------------------------------------------------------------------------
 
 
 def documented_default(name: str) -> str:
-    """How README.md spells the default of one setting."""
+    """How docs/deployment.md spells the default of one setting."""
     field = Settings.model_fields[name]
     if field.default_factory is not None:
         return "CPUs available"
