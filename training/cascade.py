@@ -25,7 +25,6 @@ from training import architectures
 from training.architectures import N_CLASSES
 from training.data import recorded_split_seed
 from training.evaluate import predict_keras
-from training.fit import VAL_FRACTION, split_train
 from training.graph import (
     CascadeSpec,
     load_members,
@@ -34,6 +33,7 @@ from training.graph import (
     serving_model,
 )
 from training.plots import plot_cascade
+from training.split import VAL_FRACTION, split_train
 
 GRID = tuple(round(0.05 * i, 2) for i in range(21))  # 0: no face goes on, 1: every face
 

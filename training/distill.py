@@ -33,7 +33,7 @@ from training.graph import load_members, prior_correction, serving_model
 def teacher_probabilities(teacher: str | Path, student_config: dict, train: Split) -> np.ndarray:
     """The teacher run's (or ensemble's) prior-corrected mirror-TTA probabilities for the
     training faces."""
-    from training.evaluate import predict_keras  # evaluate imports fit, which imports this
+    from training.evaluate import predict_keras
 
     teacher = Path(teacher)
     config = json.loads((teacher / "config.json").read_text())

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from training import architectures
 from training.data import check_same_split
-from training.fit import VAL_FRACTION
 from training.plots import plot_learning_curves
+from training.split import VAL_FRACTION
 
 
 def make_ensemble(runs: list[str | Path], out: str | Path) -> Path:

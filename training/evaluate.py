@@ -17,7 +17,6 @@ from app.preprocess import InputSpec
 from app.registry import ModelEntry
 from training import architectures
 from training.data import Split, load_split, recorded_split_seed
-from training.fit import VAL_FRACTION, split_train
 from training.metrics import (
     apply_temperature,
     confusion,
@@ -27,6 +26,7 @@ from training.metrics import (
     roc_curves,
 )
 from training.plots import plot_confusion, plot_reliability, plot_roc
+from training.split import VAL_FRACTION, split_train
 
 LABELS = list(EMOTIONS)
 

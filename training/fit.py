@@ -27,25 +27,9 @@ from training.data import (
     class_weights,
     load_split,
     recorded_split_seed,
-    stratified_split,
 )
 from training.plots import plot_learning_curves
-
-VAL_FRACTION = 0.1
-
-
-def split_train(
-    data: str | Path, limit_per_class: int | None, split_seed: int, val_fraction: float
-) -> tuple[Split, Split, str]:
-    """Training and validation halves of `data/train`, and the data fingerprint.
-
-    Evaluation calls this with the run's recorded seed to get the same validation faces;
-    ensemble members share one `split_seed` so none of them has trained on the others'
-    validation faces.
-    """
-    full, fingerprint = load_split(data, "train", limit_per_class, split_seed)
-    train_split, val_split = stratified_split(full, val_fraction, split_seed)
-    return train_split, val_split, fingerprint
+from training.split import VAL_FRACTION, split_train
 
 
 @dataclass

@@ -30,8 +30,8 @@ from app.registry import load_registry
 from training import architectures
 from training.data import class_weights, recorded_split_seed
 from training.export import PARITY_FACES, PARITY_TOL
-from training.fit import VAL_FRACTION, split_train
 from training.onnx_nodes import data_inputs
+from training.split import VAL_FRACTION, split_train
 
 if TYPE_CHECKING:
     import keras
@@ -170,12 +170,12 @@ def fill(model: keras.Model, member: MemberWeights, faces: np.ndarray) -> None:
 
 def _member_options(command: str):
     """The TrainOptions a member's recorded `python -m training train ...` command gave."""
-    from training.cli import build_parser, train_options
+    from training.train_args import parse_train_command
 
     words = shlex.split(command)
     if words[:4] != ["python", "-m", "training", "train"]:
         raise RuntimeError(f"not a training command: {command!r}")
-    return train_options(build_parser().parse_args(words[3:]))
+    return parse_train_command(words[4:])
 
 
 def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | Path) -> list[Path]:

@@ -19,9 +19,9 @@ from app.labels import EMOTIONS
 from training import architectures
 from training.data import check_same_split, recorded_split_seed
 from training.evaluate import predict_keras
-from training.fit import VAL_FRACTION, split_train
 from training.graph import load_float32, prior_correction, serving_model
 from training.metrics import report
+from training.split import VAL_FRACTION, split_train
 
 
 def _logits(run: Path, config: dict, val, tta: bool) -> np.ndarray:
