@@ -26,7 +26,6 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from pydantic_core import PydanticUndefined
 
 from app.settings import Settings
 from tests.servers import free_port
@@ -654,20 +653,10 @@ def test_compose_config_with_docker_cli():
 
 
 def documented_default(name: str) -> str:
-    """How docs/deployment.md spells the default of one setting."""
-    field = Settings.model_fields[name]
-    if field.default_factory is not None:
-        return "CPUs available"
-    default = field.default
-    if default is None or default is PydanticUndefined:
-        return "unset"
-    if isinstance(default, str) and not default:
-        return '""'
-    if isinstance(default, bool):
-        return str(default).lower()
-    if isinstance(default, int) and default >= 10_000:
-        return f"{default:,}"
-    return str(default)
+    """How docs/deployment.md spells the default of one setting (the table's own renderer)."""
+    from app.settings_doc import default_text
+
+    return default_text(Settings.model_fields[name])
 
 
 def settings_table_rows() -> dict[str, list[str]]:

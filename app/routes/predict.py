@@ -275,13 +275,17 @@ async def predict_one(
     return model, image, probs, timing, drawn
 
 
+# The one image of /predict and /predict/annotated.
+ImageUpload = Annotated[
+    UploadFile, File(description="JPEG, PNG, WebP, BMP, TIFF or GIF (first frame)")
+]
+
+
 @router.post(
     "/predict", response_model=PredictResponse, summary="Emotions of every face in one image"
 )
 async def predict(
-    file: Annotated[
-        UploadFile, File(description="JPEG, PNG, WebP, BMP, TIFF or GIF (first frame)")
-    ],
+    file: ImageUpload,
     query: PredictQueryDep,
     runtime: RuntimeDep,
     settings: SettingsDep,
@@ -315,9 +319,7 @@ async def predict(
     },
 )
 async def predict_annotated(
-    file: Annotated[
-        UploadFile, File(description="JPEG, PNG, WebP, BMP, TIFF or GIF (first frame)")
-    ],
+    file: ImageUpload,
     query: PredictQueryDep,
     runtime: RuntimeDep,
     settings: SettingsDep,
