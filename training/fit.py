@@ -67,7 +67,8 @@ class ProgressSchedule(keras.callbacks.Callback):
 
     Progress is the larger of the step fraction and the time-budget fraction, so a run
     that is cut short by `--time-budget` still ends with an annealed learning rate
-    instead of stopping at a high one.
+    instead of stopping at a high one. The caller's warm-up is two epochs, or a fifth of
+    a short fine-tune so that most of it is not spent warming up.
     """
 
     def __init__(
@@ -362,7 +363,7 @@ def train(opts: TrainOptions) -> Path:
         ProgressSchedule(
             peak_lr,
             epochs * steps,
-            2 * steps if optimizer.endswith("cosine") else 0,
+            min(2 * steps, epochs * steps // 5) if optimizer.endswith("cosine") else 0,
             opts.time_budget_s,
             elapsed,
             cosine=optimizer.endswith("cosine"),
