@@ -3,9 +3,9 @@
 Models trained on FER2013 expect its framing: a tight square from about the eyebrows to
 the chin with the face filling most of the frame. We rotate about the eye centre so the
 eyes are level, then take a square whose size and centre are fixed multiples of the
-detected box, measured on the dataset itself by `python -m app.framing`:
+detected box, measured on the dataset itself by `python -m training.tools.framing`:
 
-    python -m app.framing ../shared/fer2013 --count 600   (192x192 upscale, 96 px pad)
+    python -m training.tools.framing ../shared/fer2013 --count 600   (192x192 upscale, 96 px pad)
 
     detector      found    side/box  (q25-q75)      centre dx/box  centre dy/box
     short-range   540/600  1.200     (1.096-1.333)  -0.009         0.121 (0.096-0.172)

