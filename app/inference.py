@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from app.files import sha256_file
 from app.labels import EMOTIONS
 from app.preprocess import prepare_batch
-from app.registry import ModelEntry, Registry, load_registry, sha256_file
+from app.registry import ModelEntry, Registry, load_registry
 from app.settings import Settings
 
 log = logging.getLogger("emotion.inference")
@@ -51,20 +52,41 @@ def label_columns(labels: list[str]) -> list[int]:
     return [labels.index(e) for e in EMOTIONS]
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, shifted by each row's maximum so exp cannot overflow."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def cpu_session(
+    path: Path, threads: int | None = None, *, spinning: bool = True
+) -> ort.InferenceSession:
+    """An onnxruntime session on the CPU provider: the one place sessions are built.
+
+    `threads` intra-op threads and one inter-op thread when given (the service and the latency
+    benchmarks), else onnxruntime's own choice (offline scoring, every core). `spinning=False`
+    lets idle intra-op threads sleep, as the service needs when the same cores also decode and
+    detect for other requests.
+    """
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def to_probabilities(raw: np.ndarray, entry: ModelEntry) -> np.ndarray:
     """Raw model output (N, K) to calibrated probabilities in float64, rows summing to 1."""
     x = raw.astype(np.float64, copy=False)
     if entry.output == "logits":
-        p = _softmax(x / entry.temperature)
+        p = softmax(x / entry.temperature)
     elif not entry.temperature_in_graph and entry.temperature != 1.0:
         # softmax(log p / T) is p ** (1 / T), renormalized: re-temper an untempered softmax.
-        p = _softmax(np.log(np.clip(x, 1e-12, None)) / entry.temperature)
+        p = softmax(np.log(np.clip(x, 1e-12, None)) / entry.temperature)
     else:
         p = np.clip(x, 0.0, None)
         total = p.sum(axis=1, keepdims=True)
@@ -109,19 +131,10 @@ class OnnxModel:
                 f"sha256 of {self.path} is {digest}, the registry expects {entry.sha256}"
             )
         self.columns = label_columns(entry.labels)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle intra-op threads sleep instead of spinning: the same cores decode and detect for
-        # other requests, and spinning threads there cost batch-1 latency 2x (measured: 6.5 vs
-        # 2.9 ms for the default model at 2 threads on a busy 2-core machine).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
-            )
+            # Idle intra-op threads sleep instead of spinning: the same cores decode and detect
+            # for other requests, and spinning there costs batch-1 latency (docs/benchmarks.md).
+            self.session = cpu_session(self.path, threads, spinning=False)
         except Exception as e:
             raise ModelLoadError(f"onnxruntime cannot load {self.path}: {e}") from e
         self._check_signature()

@@ -6,7 +6,6 @@ this schema is the contract between the two.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -89,14 +88,6 @@ class Registry(BaseModel):
     @property
     def default(self) -> ModelEntry | None:
         return next((m for m in self.models if m.default), self.models[0] if self.models else None)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_registry(models_dir: Path) -> Registry:

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from prometheus_client import REGISTRY
 
+from app.files import sha256_file
 from app.labels import EMOTIONS
-from app.registry import sha256_file
 from tests import images
 from tests.tiny_models import GRAY48, TinySpec, add_model, tiny_registry, write_registry
 

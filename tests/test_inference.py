@@ -6,6 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from app.files import sha256_file
 from app.inference import (
     InferenceError,
     ModelCatalog,
@@ -14,7 +15,6 @@ from app.inference import (
     to_probabilities,
 )
 from app.labels import EMOTIONS
-from app.registry import sha256_file
 from app.settings import Settings
 from tests.tiny_models import GRAY48, TinySpec, add_model, entry_for, write_registry
 

@@ -56,3 +56,19 @@ def test_temperature_scaling_fixes_overconfidence():
     after = expected_calibration_error(y, apply_temperature(overconfident, t))[0]
     assert after < before / 2
     assert np.allclose(apply_temperature(overconfident, t).sum(1), 1)
+
+
+def test_fitted_temperature_is_the_nll_minimum():
+    """The bounded search lands where a fine grid over log T puts the lowest validation NLL."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 7, 1500)
+    logits = rng.normal(size=(1500, 7))
+    logits[np.arange(1500), y] += 1.5
+    probs = apply_temperature(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), 0.6)
+
+    def nll(t):
+        return -np.mean(np.log(apply_temperature(probs, t)[np.arange(len(y)), y]))
+
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 4001))
+    best = grid[np.argmin([nll(t) for t in grid])]
+    assert fit_temperature(y, probs) == pytest.approx(best, rel=2e-3)

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from app.files import sha256_file
 from app.labels import EMOTIONS
-from app.registry import load_registry, sha256_file
+from app.registry import load_registry
 from tests import images
 
 REPO = Path(__file__).resolve().parents[1]

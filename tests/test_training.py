@@ -11,8 +11,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from app.files import sha256_file  # noqa: E402
 from app.preprocess import prepare_batch  # noqa: E402
-from app.registry import load_registry, sha256_file  # noqa: E402
+from app.registry import load_registry  # noqa: E402
 from tests.fer_layout import write_fer_folder  # noqa: E402
 from training import architectures  # noqa: E402
 from training.architectures import GRAY48  # noqa: E402

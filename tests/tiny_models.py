@@ -15,8 +15,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from app.files import sha256_file
 from app.labels import EMOTIONS
-from app.registry import InputInfo, ModelEntry, Registry, save_registry, sha256_file
+from app.registry import InputInfo, ModelEntry, Registry, save_registry
 
 OPSET = 17
 

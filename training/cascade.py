@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.inference import softmax
 from training import architectures
 from training.architectures import N_CLASSES
 from training.data import recorded_split_seed
@@ -52,11 +53,6 @@ def multiply_adds(model) -> int:
     return total
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
 def simulate(
     views: dict[tuple[int, str], np.ndarray],
     spec: CascadeSpec,
@@ -75,7 +71,7 @@ def simulate(
     cost = sum(costs[i] for i, _ in first)
     seen = len(first)
     for stage, margin in zip(spec.stages[1:], spec.margins, strict=True):
-        top2 = np.sort(_softmax(mean + shift), 1)[:, -2:]
+        top2 = np.sort(softmax(mean + shift), 1)[:, -2:]
         going &= top2[:, 1] - top2[:, 0] < margin
         total = total + sum(views[v] for v in stage)
         seen += len(stage)

@@ -176,12 +176,10 @@ def predict_onnx_file(path: Path, entry: ModelEntry, faces: np.ndarray) -> np.nd
     Faces are prepared and outputs turned into probabilities (logits, temperature) by the
     service's own code, so this scores exactly what `/predict` would return.
     """
-    import onnxruntime as ort
-
-    from app.inference import label_columns, to_probabilities
+    from app.inference import cpu_session, label_columns, to_probabilities
     from app.preprocess import prepare_batch
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = cpu_session(path)
     name = sess.get_inputs()[0].name
     x = prepare_batch(faces, entry.input.spec())
     out = np.concatenate([sess.run(None, {name: x[i : i + 256]})[0] for i in range(0, len(x), 256)])

