@@ -34,7 +34,8 @@ from training.graph import (
     serving_model,
 )
 from training.plots import plot_cascade
-from training.split import VAL_FRACTION, split_train
+from training.run_config import read_run_config, write_run_config
+from training.split import split_train
 
 GRID = tuple(round(0.05 * i, 2) for i in range(21))  # 0: no face goes on, 1: every face
 
@@ -111,8 +112,8 @@ def tune_cascade(
     run, out = Path(run), Path(out)
     if (out / "config.json").exists():
         raise FileExistsError(f"{out} already holds a run or an ensemble; choose another --out")
-    config = json.loads((run / "config.json").read_text())
-    if "cascade" in config:
+    config = read_run_config(run)
+    if config.cascade is not None:
         raise RuntimeError(f"{run} is a cascade already; give the ensemble it was made from")
     members = load_members(run, config)
     try:
@@ -132,16 +133,16 @@ def tune_cascade(
         raise RuntimeError(
             f"the first stage alone costs {cheapest:.2f} of the plain ensemble, over --budget {budget:g}"
         )
-    opts = config["options"]
+    opts = config.options
     _, val, fingerprint = split_train(
         data,
         opts.get("limit_per_class"),
         recorded_split_seed(opts),
-        config.get("val_fraction", VAL_FRACTION),
+        config.val_fraction,
     )
-    if fingerprint != config["data_fingerprint"]:
+    if fingerprint != config.data_fingerprint:
         raise RuntimeError(f"{data} is not the data {run} was trained on ({fingerprint})")
-    views = view_logits(members, shape, val, architectures.get(config["model"]).input)
+    views = view_logits(members, shape, val, architectures.get(config.model).input)
     shift = np.asarray(prior_correction(config) or [0.0] * N_CLASSES)
     rows = score_margins(views, shape, shift, costs, val.y)
     within = [r for r in rows if r["cost"] <= budget]  # all margins 0 always is
@@ -151,21 +152,23 @@ def tune_cascade(
 
     out.mkdir(parents=True, exist_ok=True)
     archs = member_architectures(config)
-    paths = config.get("members") or [str(run.resolve())]
-    cascade_config = config | {
-        "members": paths,
-        "member_models": [a.name for a in archs],
-        "member_commands": config.get("member_commands") or [config["command"]],
-        "command": "python -m training " + shlex.join(sys.argv[1:]),
-        "cascade": chosen.as_dict()
-        | {
-            "budget": budget,
-            "validation_accuracy": best["accuracy"],
-            "validation_cost": best["cost"],
-            "member_multiply_adds": macs,
-        },
-    }
-    (out / "config.json").write_text(json.dumps(cascade_config, indent=2, default=str))
+    paths = config.members or [str(run.resolve())]
+    cascade_config = config.model_copy(
+        update={
+            "members": paths,
+            "member_models": [a.name for a in archs],
+            "member_commands": config.member_commands or [config.command],
+            "command": "python -m training " + shlex.join(sys.argv[1:]),
+            "cascade": chosen.as_dict()
+            | {
+                "budget": budget,
+                "validation_accuracy": best["accuracy"],
+                "validation_cost": best["cost"],
+                "member_multiply_adds": macs,
+            },
+        }
+    )
+    write_run_config(out, cascade_config)
     (out / "cascade.json").write_text(json.dumps({"n": len(val), "rows": rows}, indent=2))
     plot_cascade(rows, best, everything, budget, out / "cascade.png")
     if (run / "learning_curves.png").exists():  # export ships it beside the cascade's plots

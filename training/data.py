@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from app.labels import EMOTIONS
+from training.run_config import RunConfig
 
 if TYPE_CHECKING:
     from app.faces import FaceDetector
@@ -238,16 +239,17 @@ def recorded_split_seed(options: dict) -> int:
     return options["seed"] if split_seed is None else split_seed
 
 
-def check_same_split(run: Path, config: dict, reference: dict) -> None:
+def check_same_split(run: Path, config: RunConfig | dict, reference: RunConfig | dict) -> None:
     """Raise unless `run` trained on the reference's data with its validation split.
 
     Ensemble members and distillation teachers must agree on both: otherwise one
     network's validation faces are another's training faces.
     """
+    config, reference = RunConfig.coerce(config), RunConfig.coerce(reference)
     for key in ("data_fingerprint", "val_fraction"):
-        if config.get(key) != reference.get(key):
+        if getattr(config, key) != getattr(reference, key):
             raise RuntimeError(
-                f"{run}: {key} {config.get(key)!r} differs from {reference.get(key)!r}"
+                f"{run}: {key} {getattr(config, key)!r} differs from {getattr(reference, key)!r}"
             )
-    if recorded_split_seed(config["options"]) != recorded_split_seed(reference["options"]):
+    if recorded_split_seed(config.options) != recorded_split_seed(reference.options):
         raise RuntimeError(f"{run}: another validation split; train with the same --split-seed")

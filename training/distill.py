@@ -18,7 +18,6 @@ a teacher that saw the student's validation faces would leak them into its targe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import keras
@@ -28,17 +27,20 @@ from app.labels import EMOTIONS
 from training import architectures
 from training.data import Split, check_same_split
 from training.graph import load_members, prior_correction, serving_model
+from training.run_config import RunConfig, read_run_config
 
 
-def teacher_probabilities(teacher: str | Path, student_config: dict, train: Split) -> np.ndarray:
+def teacher_probabilities(
+    teacher: str | Path, student_config: RunConfig, train: Split
+) -> np.ndarray:
     """The teacher run's (or ensemble's) prior-corrected mirror-TTA probabilities for the
     training faces."""
     from training.evaluate import predict_keras
 
     teacher = Path(teacher)
-    config = json.loads((teacher / "config.json").read_text())
+    config = read_run_config(teacher)
     check_same_split(teacher, config, student_config)
-    arch = architectures.get(config["model"])
+    arch = architectures.get(config.model)
     policy = keras.mixed_precision.global_policy().name
     model = serving_model(
         load_members(teacher, config), tta=True, log_prior_shift=prior_correction(config)
@@ -49,7 +51,7 @@ def teacher_probabilities(teacher: str | Path, student_config: dict, train: Spli
 
 
 def run_teacher_targets(
-    run: Path, student_config: dict, train: Split, resuming: bool
+    run: Path, student_config: RunConfig, train: Split, resuming: bool
 ) -> np.ndarray:
     """The teacher targets a resumed run saved in `run`, or scored now and saved there."""
     cache = run / "teacher_probs.npy"
@@ -58,7 +60,7 @@ def run_teacher_targets(
         if probs.shape == (len(train), len(EMOTIONS)):
             print(f"teacher targets: reusing {cache}")
             return probs
-    teacher = student_config["options"]["teacher"]
+    teacher = student_config.options["teacher"]
     print(f"teacher {teacher}: scoring {len(train)} training faces")
     probs = teacher_probabilities(teacher, student_config, train)
     np.save(cache, probs)

@@ -26,7 +26,8 @@ from training.metrics import (
     roc_curves,
 )
 from training.plots import plot_confusion, plot_reliability, plot_roc
-from training.split import VAL_FRACTION, split_train
+from training.run_config import read_run_config
+from training.split import split_train
 
 LABELS = list(EMOTIONS)
 
@@ -127,12 +128,12 @@ def evaluate_run(
     )
 
     run = Path(run)
-    config = json.loads((run / "config.json").read_text())
-    arch = architectures.get(config["model"])  # every member takes its input
+    config = read_run_config(run)
+    arch = architectures.get(config.model)  # every member takes its input
     name = architecture_name(config)
-    opts = config["options"]
+    opts = config.options
     shift = prior_correction(config) if prior else None
-    cascade = CascadeSpec.from_dict(config.get("cascade"))
+    cascade = CascadeSpec.from_dict(config.cascade)
     if cascade is not None and (tta or not prior):
         raise RuntimeError(
             f"{run} is a cascade: its stages say which views it uses and its margins were "
@@ -147,7 +148,7 @@ def evaluate_run(
         data,
         opts.get("limit_per_class"),
         recorded_split_seed(opts),
-        config.get("val_fraction", VAL_FRACTION),
+        config.val_fraction,
     )
     probs_test = predict_keras(model, test, arch.input)
     probs_val = predict_keras(model, val, arch.input)
@@ -164,7 +165,7 @@ def evaluate_run(
             "log_prior_shift": shift,
             "cascade": None if cascade is None else cascade.as_dict(),
             "test_data_fingerprint": test_fp,
-            "train_data_fingerprint": config["data_fingerprint"],
+            "train_data_fingerprint": config.data_fingerprint,
             "checkpoint_sha256": checkpoint_digest(run, config),
         },
     )

@@ -30,6 +30,7 @@ from training.graph import (
     serving_model,
 )
 from training.metrics import HEADLINE_KEYS
+from training.run_config import read_run_config
 
 OPSET = 17
 PARITY_TOL = 1e-4
@@ -110,7 +111,7 @@ def export_run(
     """
     run, models_dir = Path(run), Path(models_dir)
     default = claim_name(models_dir, name, replace) or default
-    config = json.loads((run / "config.json").read_text())
+    config = read_run_config(run)
     metrics_file = run / "metrics.json"
     if not metrics_file.exists():
         raise FileNotFoundError(
@@ -122,14 +123,14 @@ def export_run(
             f"{metrics_file} does not describe the run's current checkpoints (trained on, or "
             "evaluated by an older version, since): run `python -m training evaluate` again"
         )
-    arch = architectures.get(config["model"])
+    arch = architectures.get(config.model)
     spec = arch.input
     temperature = float(metrics.get("temperature", 1.0))
 
     tta = bool(metrics.get("tta", False))
     members = load_members(run, config)
     shift = metrics.get("log_prior_shift")
-    cascade = CascadeSpec.from_dict(config.get("cascade"))
+    cascade = CascadeSpec.from_dict(config.cascade)
     if metrics.get("cascade") != (cascade and cascade.as_dict()):
         raise RuntimeError(
             f"{metrics_file} was written for other cascade margins than {run}'s: "
@@ -145,7 +146,7 @@ def export_run(
     tmp = onnx_path.with_suffix(".onnx.tmp")
     to_onnx(shipped, spec, tmp)
 
-    test, _ = load_split(data or config["options"]["data"], "test")
+    test, _ = load_split(data or config.options["data"], "test")
     pick = np.random.default_rng(0).permutation(len(test))[:PARITY_FACES]
     faces = prepare_batch(test.x[pick], spec)
     diff = check_parity(model, tmp, faces)
@@ -175,10 +176,10 @@ def export_run(
         | {"dataset": "FER2013 test/ (PublicTest, 3,589 faces)"},
         training={
             "architecture": architecture_name(config),
-            "command": config["command"],
-            **({"members": config["member_commands"]} if "members" in config else {}),
-            "data_fingerprint": config["data_fingerprint"],
-            "epochs": config["epochs"],
+            "command": config.command,
+            **({"members": config.member_commands} if config.members else {}),
+            "data_fingerprint": config.data_fingerprint,
+            "epochs": config.epochs,
             "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "onnx_opset": OPSET,
             "mirror_tta": tta,

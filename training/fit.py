@@ -29,6 +29,7 @@ from training.data import (
     recorded_split_seed,
 )
 from training.plots import plot_learning_curves
+from training.run_config import RunConfig, read_run_config, write_run_config
 from training.split import VAL_FRACTION, split_train
 
 
@@ -215,10 +216,10 @@ def train(opts: TrainOptions) -> Path:
         print(f"no finished epoch in {run}; starting a new run")
     if state is None and not opts.resume and (run / "history.csv").exists():
         raise FileExistsError(f"{run} already holds a run; use --resume or another --out")
-    recorded = json.loads((run / "config.json").read_text()) if state is not None else None
+    recorded = read_run_config(run) if state is not None else None
     if recorded is not None:
         # runs from before --monitor kept the lowest validation loss
-        opts = resumed_options(opts, {"monitor": "val_loss"} | recorded["options"])
+        opts = resumed_options(opts, {"monitor": "val_loss"} | recorded.options)
     arch = architectures.get(opts.model)
     recipe = arch.recipe
     optimizer = opts.optimizer or recipe.optimizer
@@ -233,16 +234,16 @@ def train(opts: TrainOptions) -> Path:
     train_split, val_split, fingerprint = split_train(
         opts.data, opts.limit_per_class, recorded_split_seed(asdict(opts)), VAL_FRACTION
     )
-    if recorded is not None and fingerprint != recorded["data_fingerprint"]:
+    if recorded is not None and fingerprint != recorded.data_fingerprint:
         raise RuntimeError(
             f"{opts.data} is not the data {run} started on "
-            f"(fingerprint {fingerprint}, run {recorded['data_fingerprint']})"
+            f"(fingerprint {fingerprint}, run {recorded.data_fingerprint})"
         )
     train_split, added_fingerprint = with_added(train_split, opts)
-    if recorded is not None and added_fingerprint != recorded.get("added_data_fingerprint"):
+    if recorded is not None and added_fingerprint != recorded.added_data_fingerprint:
         raise RuntimeError(f"{opts.add_data} is not the added data {run} started on")
     run.mkdir(parents=True, exist_ok=True)  # only once the data loaded: no empty run folders
-    epochs = opts.epochs or (recorded or {}).get("epochs") or recipe.epochs
+    epochs = opts.epochs or (recorded and recorded.epochs) or recipe.epochs
     batch = opts.batch_size or recipe.batch_size
     peak_lr = opts.learning_rate or recipe.learning_rate
     mixup = recipe.mixup if opts.mixup is None else opts.mixup
@@ -251,22 +252,22 @@ def train(opts: TrainOptions) -> Path:
     )
 
     if state is None:
-        config = {
-            "model": arch.name,
-            "command": "python -m training " + shlex.join(sys.argv[1:]),
-            "options": asdict(opts),
-            "epochs": epochs,
-            "batch_size": batch,
-            "learning_rate": peak_lr,
-            "mixup": mixup,
-            "recipe": asdict(recipe),
-            "input": asdict(arch.input),
-            "class_weights": weights,
-            "data_fingerprint": fingerprint,
-            "added_data_fingerprint": added_fingerprint,
-            "val_fraction": VAL_FRACTION,
-        }
-        (run / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        config = RunConfig(
+            model=arch.name,
+            command="python -m training " + shlex.join(sys.argv[1:]),
+            options=asdict(opts),
+            epochs=epochs,
+            batch_size=batch,
+            learning_rate=peak_lr,
+            mixup=mixup,
+            recipe=asdict(recipe),
+            input=asdict(arch.input),
+            class_weights=weights,
+            data_fingerprint=fingerprint,
+            added_data_fingerprint=added_fingerprint,
+            val_fraction=VAL_FRACTION,
+        )
+        write_run_config(run, config)
         model = arch.build(opts.weights)
         if opts.weights is None:
             model.trainable = True  # from scratch, a frozen layer would keep its random weights
@@ -278,15 +279,16 @@ def train(opts: TrainOptions) -> Path:
     else:
         config = recorded
         # A resumed run keeps its batch size, peak learning rate and mixup; only --epochs may grow.
-        config["epochs"] = epochs
-        config["options"] |= {k: getattr(opts, k) for k in RESUME_OVERRIDES}
-        config.setdefault("resumed_with", []).append(
-            "python -m training " + shlex.join(sys.argv[1:])
-        )
-        (run / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        batch = config["batch_size"]
-        peak_lr = config.get("learning_rate", recipe.learning_rate)
-        mixup = config.get("mixup", recipe.mixup)
+        config.epochs = epochs
+        config.options = config.options | {k: getattr(opts, k) for k in RESUME_OVERRIDES}
+        config.resumed_with = [
+            *config.resumed_with,
+            "python -m training " + shlex.join(sys.argv[1:]),
+        ]
+        write_run_config(run, config)
+        batch = config.batch_size
+        peak_lr = recipe.learning_rate if config.learning_rate is None else config.learning_rate
+        mixup = recipe.mixup if config.mixup is None else config.mixup
         model = keras.models.load_model(run / "last.keras")
         initial_epoch, elapsed = state["epochs_done"], state["elapsed_s"]
         best = state["best"] if "best" in state else state["best_val_loss"]
@@ -300,7 +302,7 @@ def train(opts: TrainOptions) -> Path:
         f"data {fingerprint}"
     )
 
-    recorded = config["options"]  # a resumed run keeps the teacher it started with
+    recorded = config.options  # a resumed run keeps the teacher it started with
     augment = replace(augment, one_resampling=bool(recorded.get("one_resampling")))
     if tf_data:
         trainer, fit_data = (
@@ -390,7 +392,7 @@ def _tf_data(run, config, train_split, val_split, batch, augment, weights, mixup
     """`fit` arguments for TensorFlow: tf.data pipelines that augment and prepare the faces."""
     from training.pipeline import make_dataset
 
-    recipe, options, teacher = architectures.get(config["model"]).recipe, config["options"], None
+    recipe, options, teacher = architectures.get(config.model).recipe, config.options, None
     if options.get("teacher"):
         from training.distill import run_teacher_targets
 
@@ -399,7 +401,7 @@ def _tf_data(run, config, train_split, val_split, batch, augment, weights, mixup
         print(f"teacher agrees with {agree:.1%} of the training labels")
     train_ds = make_dataset(
         train_split,
-        architectures.get(config["model"]).input,
+        architectures.get(config.model).input,
         batch,
         training=True,
         augment=augment,
@@ -410,8 +412,6 @@ def _tf_data(run, config, train_split, val_split, batch, augment, weights, mixup
         seed=options["seed"],
         mixup=mixup,
     )
-    val_ds = make_dataset(
-        val_split, architectures.get(config["model"]).input, batch, training=False
-    )
+    val_ds = make_dataset(val_split, architectures.get(config.model).input, batch, training=False)
     # make_dataset shuffles; Keras would only warn that it cannot
     return {"x": train_ds, "validation_data": val_ds, "shuffle": False}

@@ -21,6 +21,7 @@ from keras import layers, ops
 from app.files import sha256_file
 from training import architectures
 from training.architectures import N_CLASSES, Architecture
+from training.run_config import RunConfig
 
 
 def load_best_weights(model: keras.Model, run: str | Path) -> None:
@@ -40,37 +41,39 @@ def load_float32(run: Path, arch: Architecture) -> keras.Model:
     return model
 
 
-def member_architectures(config: dict) -> list[Architecture]:
+def member_architectures(config: RunConfig | dict) -> list[Architecture]:
     """The architecture of each member of an ensemble folder, or the run's own."""
-    names = config.get("member_models") or [config["model"]] * len(config.get("members") or [1])
+    config = RunConfig.coerce(config)
+    names = config.member_models or [config.model] * len(config.members or [1])
     return [architectures.get(name) for name in names]
 
 
-def architecture_name(config: dict) -> str:
+def architecture_name(config: RunConfig | dict) -> str:
     """`emonet` for a run or an ensemble of emonets, `emonet_deep+emonet` for a mixed one."""
     return "+".join(dict.fromkeys(a.name for a in member_architectures(config)))
 
 
-def load_members(run: Path, config: dict) -> list[keras.Model]:
+def load_members(run: Path, config: RunConfig | dict) -> list[keras.Model]:
     """The run's model, or every member's for an ensemble folder (see `training.ensemble`)."""
-    members = [Path(m) for m in config.get("members", [])] or [run]
+    config = RunConfig.coerce(config)
+    members = [Path(m) for m in config.members] or [run]
     archs = member_architectures(config)
     return [load_float32(m, arch) for m, arch in zip(members, archs, strict=True)]
 
 
-def checkpoint_digest(run: Path, config: dict) -> str:
+def checkpoint_digest(run: Path, config: RunConfig | dict) -> str:
     """SHA-256 over the best checkpoint of the run or of every ensemble member, in order.
 
     `evaluate` records it and `export` compares it, so a run trained further (or an ensemble
     folder rewritten) after its evaluation cannot ship the old metrics and temperature.
     """
     digest = hashlib.sha256()
-    for member in [Path(m) for m in config.get("members", [])] or [Path(run)]:
+    for member in [Path(m) for m in RunConfig.coerce(config).members] or [Path(run)]:
         digest.update(sha256_file(member / "best.keras").encode())
     return digest.hexdigest()
 
 
-def prior_correction(config: dict) -> list[float] | None:
+def prior_correction(config: RunConfig | dict) -> list[float] | None:
     """`-log(class weight)` per class for a run (or ensemble) trained with class weights.
 
     Class weights make the network predict as if rare classes were more frequent: they
@@ -78,7 +81,7 @@ def prior_correction(config: dict) -> list[float] | None:
     that back out (logit adjustment), so the scores follow the real class prior again while
     training still gets the rare classes' larger gradients. Nothing is fitted.
     """
-    weights = config.get("class_weights")
+    weights = RunConfig.coerce(config).class_weights
     if not weights:
         return None
     return [-math.log(weights[str(i)]) for i in range(len(weights))]

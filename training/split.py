@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from training.data import Split, load_split, stratified_split
+from training.run_config import VAL_FRACTION
 
-VAL_FRACTION = 0.1
+__all__ = ["VAL_FRACTION", "split_train"]
 
 
 def split_train(

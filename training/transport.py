@@ -9,7 +9,6 @@ architecture code, so evaluate, export and quantize treat it as any other run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import keras
@@ -17,6 +16,7 @@ import numpy as np
 
 from training import architectures
 from training.plots import plot_learning_curves
+from training.run_config import parse_run_config
 
 RECORDS = ("config.json", "history.csv", "state.json")
 REL_TOL = 1e-3
@@ -57,14 +57,14 @@ def unpack_run(pack: str | Path, out: str | Path) -> Path:
     with np.load(Path(pack)) as z:
         records = {k.removeprefix("record:"): z[k].tobytes() for k in z.files if "record:" in k}
         weights = [z[k].astype(np.float32) for k in sorted(k for k in z.files if k[0] == "w")]
-    config = json.loads(records["config.json"])
+    config = parse_run_config(records["config.json"], f"{pack}: config.json")
     keras.mixed_precision.set_global_policy("float32")
-    model = architectures.get(config["model"]).build(None)
+    model = architectures.get(config.model).build(None)
     model.set_weights(weights)
     out.mkdir(parents=True, exist_ok=True)
     for name, data in records.items():
         (out / name).write_bytes(data)
     model.save(out / "best.keras")
     plot_learning_curves([out / "history.csv"], out / "learning_curves.png")
-    print(f"unpacked {len(weights)} weight arrays of {config['model']} into {out}")
+    print(f"unpacked {len(weights)} weight arrays of {config.model} into {out}")
     return out

@@ -14,7 +14,6 @@ The recovered graph must reproduce the shipped file's probabilities, or nothing 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shlex
@@ -31,6 +30,7 @@ from training import architectures
 from training.data import class_weights, recorded_split_seed
 from training.export import PARITY_FACES, PARITY_TOL
 from training.onnx_nodes import data_inputs
+from training.run_config import RunConfig, write_run_config
 from training.split import VAL_FRACTION, split_train
 
 if TYPE_CHECKING:
@@ -239,19 +239,19 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
             raise FileExistsError(f"{run} already holds a run; choose another --out")
         run.mkdir(parents=True, exist_ok=True)
         model.save(run / "best.keras")
-        config = {
-            "model": arch.name,
-            "command": command,
-            "recovered_with": "python -m training " + shlex.join(sys.argv[1:]),
-            "recovered_from": f"{name} {entry.version} ({entry.sha256[:12]})",
-            "options": asdict(opts),
-            "epochs": opts.epochs or arch.recipe.epochs,
-            "input": asdict(arch.input),
-            "class_weights": weights,
-            "data_fingerprint": info["data_fingerprint"],
-            "val_fraction": VAL_FRACTION,
-        }
-        (run / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        config = RunConfig(
+            model=arch.name,
+            command=command,
+            recovered_with="python -m training " + shlex.join(sys.argv[1:]),
+            recovered_from=f"{name} {entry.version} ({entry.sha256[:12]})",
+            options=asdict(opts),
+            epochs=opts.epochs or arch.recipe.epochs,
+            input=asdict(arch.input),
+            class_weights=weights,
+            data_fingerprint=info["data_fingerprint"],
+            val_fraction=VAL_FRACTION,
+        )
+        write_run_config(run, config)
         print(f"{run}: {arch.name} from {name} {entry.version}")
     print(f"recovered {len(runs)} network(s); largest probability difference {diff:.2e}")
     return [r[0] for r in runs]

@@ -22,12 +22,13 @@ from training.data import check_same_split, recorded_split_seed
 from training.evaluate import predict_keras
 from training.graph import load_float32, prior_correction, serving_model
 from training.metrics import report
-from training.split import VAL_FRACTION, split_train
+from training.run_config import RunConfig, read_run_config
+from training.split import split_train
 
 
-def _logits(run: Path, config: dict, val, tta: bool) -> np.ndarray:
+def _logits(run: Path, config: RunConfig, val, tta: bool) -> np.ndarray:
     """The run's validation logits (mean over views with `tta`): probabilities at T = 1."""
-    arch = architectures.get(config["model"])
+    arch = architectures.get(config.model)
     probs = predict_keras(serving_model([load_float32(run, arch)], tta=tta), val, arch.input)
     # Softmax is shift-invariant, so log-probabilities are the logits up to a per-face constant.
     return np.log(np.clip(probs, 1e-30, None))
@@ -40,17 +41,17 @@ def select(
     runs = [Path(r) for r in runs]
     if not 1 <= size <= len(runs):
         raise RuntimeError(f"cannot choose {size} of {len(runs)} runs")
-    configs = [json.loads((r / "config.json").read_text()) for r in runs]
+    configs = [read_run_config(r) for r in runs]
     for run, config in zip(runs, configs, strict=True):
-        if "members" in config:
+        if config.members:
             raise RuntimeError(f"{run} is an ensemble; list its member runs instead")
         check_same_split(run, config, configs[0])
-    opts = configs[0]["options"]
+    opts = configs[0].options
     _, val, _ = split_train(
         data,
         opts.get("limit_per_class"),
         recorded_split_seed(opts),
-        configs[0].get("val_fraction", VAL_FRACTION),
+        configs[0].val_fraction,
     )
     logits = []
     for i, (run, config) in enumerate(zip(runs, configs, strict=True)):
