@@ -1,180 +1,27 @@
-"""Every trainable architecture, registered by name with its input and training recipe.
+"""The project's architectures (the emonet family), and the lookup every command uses.
 
-Adding a model is one builder function decorated with `@register(...)`. Every model ends
-in a linear `logits` layer followed by a float32 softmax, so export can fold a fitted
-temperature in front of the softmax without touching the trained weights.
+The registry itself is training.arch_registry; importing this module registers the study's
+four models (training.study_architectures) first, then the project's, so `get` and
+`ARCHITECTURES` see all of them in the order `python -m training models` lists them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import keras
 from keras import layers
 
-from app.labels import EMOTIONS
-from app.preprocess import InputSpec
-from training.augment import NONE, STANDARD, STUDY, AugmentConfig
-
-N_CLASSES = len(EMOTIONS)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How an architecture is trained by default; command-line flags override the counts."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "adam"  # "adam" (constant lr) or "sgd_cosine" (Nesterov, warm-up + cosine)
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    class_weight_power: float = 1.0
-    augment: AugmentConfig = NONE
-    mixup: float = 0.0  # Beta alpha of mixup between faces of a batch; 0 = off
-
-
-@dataclass(frozen=True)
-class Architecture:
-    name: str
-    description: str
-    input: InputSpec
-    recipe: Recipe
-    builder: Callable[[str | None], keras.Model] = field(repr=False)
-
-    def build(self, weights: str | None = None) -> keras.Model:
-        """Build the model; `weights` is "imagenet", a local weights file, or None."""
-        return self.builder(weights)
-
-
-ARCHITECTURES: dict[str, Architecture] = {}
-
-
-def register(name: str, description: str, input: InputSpec, recipe: Recipe):
-    def deco(fn: Callable[[str | None], keras.Model]) -> Callable[[str | None], keras.Model]:
-        ARCHITECTURES[name] = Architecture(name, description, input, recipe, fn)
-        return fn
-
-    return deco
-
-
-def get(name: str) -> Architecture:
-    try:
-        return ARCHITECTURES[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(ARCHITECTURES)}") from None
-
-
-def _classifier_output(x, name: str, inputs) -> keras.Model:
-    logits = layers.Dense(N_CLASSES, name="logits")(x)
-    probs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    return keras.Model(inputs, probs, name=name)
-
-
-GRAY48 = InputSpec(48, 48, 1, color="gray", normalization="unit", source_size=48)
-
-
-def _study_cnn(name: str) -> keras.Model:
-    """The study's from-scratch CNN (17,046,535 parameters)."""
-    inputs = keras.Input((48, 48, 1))
-    x = inputs
-    for filters_a, filters_b, pad_b in ((32, 64, "same"), (128, 256, "valid"), (512, 512, "same")):
-        x = layers.Conv2D(filters_a, 3, padding="same", activation="relu")(x)
-        x = layers.Conv2D(filters_b, 3, padding=pad_b, activation="relu")(x)
-        x = layers.BatchNormalization()(x)
-        x = layers.MaxPooling2D()(x)
-        x = layers.Dropout(0.25)(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(1024, activation="relu")(x)
-    x = layers.Dropout(0.5)(x)
-    return _classifier_output(x, name, inputs)
-
-
-# Adam at 1e-4: at Keras' default 1e-3 the 13 M-weight Dense layer after Flatten takes steps
-# too large for its fan-in; measured here on the full data, after 6 epochs train/validation
-# accuracy was 24.7%/31.2% at 1e-3 against 41.1%/41.2% at 1e-4.
-STUDY_RECIPE = Recipe(learning_rate=1e-4)
-
-
-@register("cnn_scratch", "study model 1: CNN from scratch, no augmentation", GRAY48, STUDY_RECIPE)
-def cnn_scratch(weights: str | None = None) -> keras.Model:
-    return _study_cnn("cnn_scratch")
-
-
-@register(
-    "cnn_augmented",
-    "study model 2: the same CNN with on-the-fly augmentation",
+from training import study_architectures  # noqa: F401  (registers the study's models first)
+from training.arch_registry import (  # noqa: F401  (the lookup, re-exported for every command)
+    ARCHITECTURES,
     GRAY48,
-    Recipe(learning_rate=STUDY_RECIPE.learning_rate, augment=STUDY),
+    N_CLASSES,
+    Architecture,
+    Recipe,
+    classifier_output,
+    get,
+    register,
 )
-def cnn_augmented(weights: str | None = None) -> keras.Model:
-    return _study_cnn("cnn_augmented")
-
-
-def _imagenet_weights(weights: str | None) -> str | None:
-    """Keras' `weights` argument: None, "imagenet" (downloaded) or a local weights file."""
-    if weights in (None, "none"):
-        return None
-    if weights != "imagenet" and not Path(weights).is_file():
-        raise FileNotFoundError(f"weights file {weights} does not exist")
-    return weights
-
-
-def _transfer_base(app_fn, weights: str | None) -> keras.Model:
-    try:
-        return app_fn(
-            include_top=False, weights=_imagenet_weights(weights), input_shape=(224, 224, 3)
-        )
-    except Exception as exc:  # download failures surface as several exception types
-        if weights != "imagenet":
-            raise
-        raise RuntimeError(
-            "ImageNet weights could not be downloaded; pass --weights PATH to a local "
-            "weights file (notop .h5) or --weights none"
-        ) from exc
-
-
-@register(
-    "vgg16",
-    "study model 3: VGG16 transfer (frozen to block5_conv1) on 224x224x3",
-    InputSpec(224, 224, 3, color="gray", normalization="caffe", source_size=48),
-    Recipe(batch_size=32, learning_rate=1e-4),
-)
-def vgg16(weights: str | None = "imagenet") -> keras.Model:
-    base = _transfer_base(keras.applications.VGG16, weights)
-    trainable = False
-    for layer in base.layers:
-        layer.trainable = trainable
-        if layer.name == "block5_conv1":
-            trainable = True
-    x = layers.Flatten()(base.output)
-    x = layers.Dense(1024, activation="relu")(x)
-    x = layers.Dropout(0.5)(x)
-    x = layers.Dense(512, activation="relu")(x)
-    x = layers.Dropout(0.5)(x)
-    return _classifier_output(x, "vgg16", base.input)
-
-
-@register(
-    "resnet50v2",
-    "study model 4 (the study's pick): ResNet50V2 transfer, last 50 layers trainable, 224x224x3",
-    InputSpec(224, 224, 3, color="gray", normalization="tf", source_size=48),
-    Recipe(epochs=45, batch_size=32, learning_rate=1e-4),
-)
-def resnet50v2(weights: str | None = "imagenet") -> keras.Model:
-    base = _transfer_base(keras.applications.ResNet50V2, weights)
-    for layer in base.layers[:-50]:
-        layer.trainable = False
-    x = layers.Dropout(0.5)(base.output)
-    x = layers.BatchNormalization()(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(64, activation="relu")(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.Dropout(0.5)(x)
-    return _classifier_output(x, "resnet50v2", base.input)
-
+from training.augment import STANDARD
 
 EMONET_RECIPE = Recipe(
     epochs=40,
@@ -216,7 +63,7 @@ def _dense_head(x, dropout: float, name: str, inputs) -> keras.Model:
     x = layers.BatchNormalization()(x)
     x = layers.ReLU()(x)
     x = layers.Dropout(0.5)(x)
-    return _classifier_output(x, name, inputs)
+    return classifier_output(x, name, inputs)
 
 
 @register(
