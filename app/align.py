@@ -3,19 +3,13 @@
 Models trained on FER2013 expect its framing: a tight square from about the eyebrows to
 the chin with the face filling most of the frame. We rotate about the eye centre so the
 eyes are level, then take a square whose size and centre are fixed multiples of the
-detected box, measured on the dataset itself by `python -m training.tools.framing`:
-
-    python -m training.tools.framing ../shared/fer2013 --count 600   (192x192 upscale, 96 px pad)
-
-    detector      found    side/box  (q25-q75)      centre dx/box  centre dy/box
-    short-range   540/600  1.200     (1.096-1.333)  -0.009         0.121 (0.096-0.172)
-    full-range    370/600  1.164     (1.091-1.295)  -0.009         0.140 (0.111-0.172)
+detected box, measured on the dataset itself by `python -m training.tools.framing`
+(its figures, and the command, are in docs/api.md under "FER2013 framing").
 
 The constants are the short-range medians (the service's default detector); the full-range
-ones differ by under 3% of the frame, well inside the spread between crops. The horizontal
-offset is zero by symmetry (the measured -0.009 box widths is noise). The box, not the eye
-distance, sets the scale: it is as consistent on FER (IQR/median 0.20 for both) and does not
-shrink when a head turns sideways.
+ones differ by much less than the spread between crops. The horizontal offset is zero by
+symmetry (the measured one is noise). The box, not the eye distance, sets the scale: it is
+as consistent on FER and does not shrink when a head turns sideways.
 
 One `cv2.warpAffine` does the rotation, the crop and the border padding (replicated, for faces
 near the edge) at the face's natural resolution; shrinking to a requested size then uses the

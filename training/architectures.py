@@ -78,8 +78,7 @@ def emonet(weights: str | None = None) -> keras.Model:
 
 # The 48x48 stage's second conv (32 channels) is the slowest per FLOP in int8 onnxruntime;
 # moving that compute into a third conv at 12x12 and at 6x6 gives a deeper network with a
-# larger receptive field at the same served latency (measured: a random-weight int8 pair runs
-# at 0.83 / 0.73 ms per face at batch 1 / 32, emonet's pair at 0.76 / 0.72).
+# larger receptive field at about the same served latency (figures: docs/training.md).
 @register(
     "emonet_deep",
     "VGG-style CNN with batch norm, 48x48x1, one conv at 48x48 and three at 12x12 and 6x6, "
@@ -98,9 +97,9 @@ def _residual(x, filters: int):
 
 
 # A third member for the ensembles needs a different inductive bias more than more cycles: two
-# cycles of one architecture agree on 88.5-98.6% of validation faces, emonet and emonet_deep on
-# 71.9%. This one has identity shortcuts at 12x12 and 6x6 and a global-average-pooled head (no
-# spatial flatten), at emonet_deep's ~139 M multiply-adds, so it costs the same to serve.
+# cycles of one architecture agree far more often than emonet and emonet_deep do (figures:
+# docs/training.md). This one has identity shortcuts at 12x12 and 6x6 and a global-average-
+# pooled head (no spatial flatten), at emonet_deep's multiply-adds, so it costs the same to serve.
 @register(
     "emonet_res",
     "residual CNN with batch norm and a global-average-pooled head, 48x48x1, ~2.0 M parameters",

@@ -92,9 +92,8 @@ def prior_correction(config: RunConfig | dict) -> list[float] | None:
 ZOOM = 1.05
 # Training faces pass three random affine layers (rotation, shift, zoom), each resampling
 # bilinearly at a random sub-pixel offset: each adds 1/6 px^2 of blur variance, so the
-# networks learn on faces smoothed by a Gaussian of about sqrt(3/6) = 0.71 px (measured:
-# augmented faces keep 16% of their Laplacian energy, as a Gaussian of 0.69 leaves), while
-# served faces are sharp. The smoothed view gives the networks the faces they learned on.
+# networks learn on faces smoothed by a Gaussian of about sqrt(3/6) px (checked on augmented
+# faces' Laplacian energy: docs/model-history.md), while served faces are sharp. The smoothed view gives the networks the faces they learned on.
 SMOOTH_SIGMA = 0.7
 _VIEW = re.compile(r"(\d+)(z?s?m?)")
 

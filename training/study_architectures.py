@@ -16,7 +16,7 @@ from training.augment import STUDY
 
 
 def _study_cnn(name: str) -> keras.Model:
-    """The study's from-scratch CNN (17,046,535 parameters)."""
+    """The study's from-scratch CNN (`python -m training models` counts its parameters)."""
     inputs = keras.Input((48, 48, 1))
     x = inputs
     for filters_a, filters_b, pad_b in ((32, 64, "same"), (128, 256, "valid"), (512, 512, "same")):
@@ -31,9 +31,8 @@ def _study_cnn(name: str) -> keras.Model:
     return classifier_output(x, name, inputs)
 
 
-# Adam at 1e-4: at Keras' default 1e-3 the 13 M-weight Dense layer after Flatten takes steps
-# too large for its fan-in; measured here on the full data, after 6 epochs train/validation
-# accuracy was 24.7%/31.2% at 1e-3 against 41.1%/41.2% at 1e-4.
+# Adam at 1e-4: at Keras' default 1e-3 the large Dense layer after Flatten takes steps too large
+# for its fan-in and trains badly (figures: docs/training.md).
 STUDY_RECIPE = Recipe(learning_rate=1e-4)
 
 
