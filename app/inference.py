@@ -80,7 +80,11 @@ def cpu_session(
 
 
 def to_probabilities(raw: np.ndarray, entry: ModelEntry) -> np.ndarray:
-    """Raw model output (N, K) to calibrated probabilities in float64, rows summing to 1."""
+    """Raw model output (N, K) to calibrated probabilities in float64, rows summing to 1.
+
+    Export writes probabilities with the temperature in the graph; the registry schema also
+    admits logits and an untempered softmax (a model exported elsewhere), so those stay.
+    """
     x = raw.astype(np.float64, copy=False)
     if entry.output == "logits":
         p = softmax(x / entry.temperature)
