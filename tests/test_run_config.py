@@ -26,6 +26,7 @@ def test_round_trip(tmp_path):
     back = read_run_config(tmp_path)
     assert back == config
     assert back.class_weights == {"0": 1.5, "1": 0.5}
+    assert back.options.data == "../shared/fer2013" and back.options.seed == 1
     # the file holds what the writer gave, nothing more
     written = json.loads((tmp_path / "config.json").read_text())
     assert "members" not in written and "cascade" not in written
@@ -49,6 +50,8 @@ def test_an_old_run_folder_still_loads(tmp_path):
     assert config.learning_rate is None and config.mixup is None
     assert config.members == [] and config.cascade is None and config.class_weights is None
     assert config.added_data_fingerprint is None
+    assert config.options.split_seed is None and config.options.teacher is None
+    assert config.options.teacher_weight == 0.0 and not config.options.one_resampling
     # unknown fields survive a rewrite
     write_run_config(tmp_path, config)
     assert json.loads((tmp_path / "config.json").read_text()) == old

@@ -136,7 +136,7 @@ def tune_cascade(
     opts = config.options
     _, val, fingerprint = split_train(
         data,
-        opts.get("limit_per_class"),
+        opts.limit_per_class,
         recorded_split_seed(opts),
         config.val_fraction,
     )

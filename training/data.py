@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from app.labels import EMOTIONS
-from training.run_config import RunConfig
+from training.run_config import RunConfig, RunOptions
 
 if TYPE_CHECKING:
     from app.faces import FaceDetector
@@ -233,8 +233,10 @@ def class_weights(y: np.ndarray, power: float = 1.0) -> dict[int, float]:
     return {i: float(v) for i, v in enumerate(w)}
 
 
-def recorded_split_seed(options: dict) -> int:
+def recorded_split_seed(options: RunOptions | dict) -> int:
     """The split seed a run's `config.json` options imply (older runs have only `seed`)."""
+    if isinstance(options, RunOptions):
+        options = options.recorded()
     split_seed = options.get("split_seed")
     return options["seed"] if split_seed is None else split_seed
 

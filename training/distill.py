@@ -60,7 +60,7 @@ def run_teacher_targets(
         if probs.shape == (len(train), len(EMOTIONS)):
             print(f"teacher targets: reusing {cache}")
             return probs
-    teacher = student_config.options["teacher"]
+    teacher = student_config.options.teacher
     print(f"teacher {teacher}: scoring {len(train)} training faces")
     probs = teacher_probabilities(teacher, student_config, train)
     np.save(cache, probs)

@@ -146,7 +146,7 @@ def evaluate_run(
     test, test_fp = load_split(data, "test", limit_per_class)
     _, val, _ = split_train(
         data,
-        opts.get("limit_per_class"),
+        opts.limit_per_class,
         recorded_split_seed(opts),
         config.val_fraction,
     )

@@ -146,7 +146,7 @@ def export_run(
     tmp = onnx_path.with_suffix(".onnx.tmp")
     to_onnx(shipped, spec, tmp)
 
-    test, _ = load_split(data or config.options["data"], "test")
+    test, _ = load_split(data or config.options.data, "test")
     pick = np.random.default_rng(0).permutation(len(test))[:PARITY_FACES]
     faces = prepare_batch(test.x[pick], spec)
     diff = check_parity(model, tmp, faces)

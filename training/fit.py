@@ -29,7 +29,7 @@ from training.data import (
     recorded_split_seed,
 )
 from training.plots import plot_learning_curves
-from training.run_config import RunConfig, read_run_config, write_run_config
+from training.run_config import RunConfig, RunOptions, read_run_config, write_run_config
 from training.split import VAL_FRACTION, split_train
 
 
@@ -219,7 +219,7 @@ def train(opts: TrainOptions) -> Path:
     recorded = read_run_config(run) if state is not None else None
     if recorded is not None:
         # runs from before --monitor kept the lowest validation loss
-        opts = resumed_options(opts, {"monitor": "val_loss"} | recorded.options)
+        opts = resumed_options(opts, {"monitor": "val_loss"} | recorded.options.recorded())
     arch = architectures.get(opts.model)
     recipe = arch.recipe
     optimizer = opts.optimizer or recipe.optimizer
@@ -280,7 +280,9 @@ def train(opts: TrainOptions) -> Path:
         config = recorded
         # A resumed run keeps its batch size, peak learning rate and mixup; only --epochs may grow.
         config.epochs = epochs
-        config.options = config.options | {k: getattr(opts, k) for k in RESUME_OVERRIDES}
+        config.options = RunOptions.model_validate(
+            config.options.recorded() | {k: getattr(opts, k) for k in RESUME_OVERRIDES}
+        )
         config.resumed_with = [
             *config.resumed_with,
             "python -m training " + shlex.join(sys.argv[1:]),
@@ -303,7 +305,7 @@ def train(opts: TrainOptions) -> Path:
     )
 
     recorded = config.options  # a resumed run keeps the teacher it started with
-    augment = replace(augment, one_resampling=bool(recorded.get("one_resampling")))
+    augment = replace(augment, one_resampling=recorded.one_resampling)
     if tf_data:
         trainer, fit_data = (
             model,
@@ -324,7 +326,7 @@ def train(opts: TrainOptions) -> Path:
             f
             for f, on in (
                 ("--resume", state),
-                ("--teacher", recorded.get("teacher")),
+                ("--teacher", recorded.teacher),
                 ("--mixup", mixup),
             )
             if on
@@ -393,7 +395,7 @@ def _tf_data(run, config, train_split, val_split, batch, augment, weights, mixup
     from training.pipeline import make_dataset
 
     recipe, options, teacher = architectures.get(config.model).recipe, config.options, None
-    if options.get("teacher"):
+    if options.teacher:
         from training.distill import run_teacher_targets
 
         teacher = run_teacher_targets(run, config, train_split, resuming=resuming)
@@ -408,8 +410,8 @@ def _tf_data(run, config, train_split, val_split, batch, augment, weights, mixup
         class_weights=weights,
         label_smoothing=recipe.label_smoothing,
         teacher=teacher,
-        teacher_weight=options.get("teacher_weight", 0.0),
-        seed=options["seed"],
+        teacher_weight=options.teacher_weight,
+        seed=options.seed,
         mixup=mixup,
     )
     val_ds = make_dataset(val_split, architectures.get(config.model).input, batch, training=False)

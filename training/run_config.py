@@ -19,6 +19,30 @@ CONFIG_FILE = "config.json"
 VAL_FRACTION = 0.1
 
 
+class RunOptions(BaseModel):
+    """train's options as the run recorded them (training.fit.TrainOptions); the ones read back
+    are typed, with the defaults older runs were read with, the rest kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    data: str | None = None
+    seed: int | None = None
+    split_seed: int | None = None  # None: the split follows `seed`
+    limit_per_class: int | None = None
+    teacher: str | None = None
+    teacher_weight: float = 0.0  # runs from before distillation had no teacher
+    one_resampling: bool = False
+
+    @field_validator("data", "teacher", mode="before")
+    @classmethod
+    def _path_as_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, Path) else v
+
+    def recorded(self) -> dict[str, Any]:
+        """The options as the file spells them (only those the run recorded)."""
+        return self.model_dump(exclude_unset=True)
+
+
 class RunConfig(BaseModel):
     """What a run (or an ensemble or cascade folder) was made from."""
 
@@ -26,7 +50,7 @@ class RunConfig(BaseModel):
 
     model: str  # the architecture (for an ensemble: the one whose input every member shares)
     command: str = ""  # `python -m training ...` as typed
-    options: dict[str, Any] = Field(default_factory=dict)  # train's options (TrainOptions)
+    options: RunOptions = Field(default_factory=RunOptions)
     epochs: int | list[int] | None = None  # a list for an ensemble: each member's
     batch_size: int | None = None
     learning_rate: float | None = None

@@ -49,7 +49,7 @@ def select(
     opts = configs[0].options
     _, val, _ = split_train(
         data,
-        opts.get("limit_per_class"),
+        opts.limit_per_class,
         recorded_split_seed(opts),
         configs[0].val_fraction,
     )
