@@ -62,3 +62,23 @@ def test_a_damaged_cache_file_is_not_trusted(assets_dir, tmp_path):
     target = cached_path("short", settings)
     target.write_bytes((assets_dir / target.name).read_bytes()[:-1])
     assert not is_cached("short", settings)
+
+
+def test_shared_file_helpers(tmp_path):
+    """app.files: the SHA-256 and wheel reading that the assets and training's baseline share."""
+    import hashlib
+
+    from app.files import read_from_wheel, sha256_bytes, sha256_file
+
+    blob = bytes(range(256)) * 5000  # over one 1 MiB read chunk
+    (tmp_path / "f.bin").write_bytes(blob)
+    assert sha256_file(tmp_path / "f.bin") == sha256_bytes(blob) == hashlib.sha256(blob).hexdigest()
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("pkg/data/model.bin", b"weights")
+    assert read_from_wheel(wheel, "pkg/data/model.bin") == b"weights"
+    with pytest.raises(RuntimeError, match="not a wheel holding pkg/missing"):
+        read_from_wheel(wheel, "pkg/missing")
+    (tmp_path / "broken.whl").write_bytes(b"not a zip")
+    with pytest.raises(RuntimeError, match="broken.whl"):
+        read_from_wheel(tmp_path / "broken.whl", "pkg/data/model.bin")
