@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     max_pixels: int = Field(
         40_000_000, gt=0, description="largest accepted image, pixels, checked before decoding"
     )
+    max_jpeg_scans: int = Field(
+        32,
+        gt=0,
+        description="most scans a progressive JPEG may hold (each is decoded over the whole "
+        "image); more: 422 image-too-complex",
+    )
+    max_annotated_side: int = Field(
+        2048,
+        gt=0,
+        description="longest side, pixels, of the picture /predict/annotated returns; larger "
+        "photos are scaled down before drawing",
+    )
     max_batch_files: int = Field(32, gt=0, description="most files in one /predict/batch request")
     max_faces: int = Field(20, gt=0, description="default for ?max_faces=")
     max_faces_limit: int = Field(100, gt=0, description="largest value ?max_faces= accepts")

@@ -27,7 +27,7 @@ from app.inference import OnnxModel
 from app.labels import EMOTIONS
 from app.metrics import Metrics
 from app.pipeline import STAGES, PreparedImage, classify, prepare_image
-from app.problems import PROBLEM_MEDIA_TYPE, ProblemError, request_id_of
+from app.problems import PROBLEM_MEDIA_TYPE, ProblemError, log_cause, request_id_of
 from app.routes.deps import (
     MetricsDep,
     PredictQuery,
@@ -73,8 +73,13 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
         **_PROBLEM,
         "description": "upload over the byte limit, image over the pixel limit, or too many files",
     },
+    408: {**_PROBLEM, "description": "the request body did not arrive in time"},
     415: {**_PROBLEM, "description": "image format or colour mode not supported"},
-    422: {**_PROBLEM, "description": "missing file field or invalid query value"},
+    422: {
+        **_PROBLEM,
+        "description": "missing file field, invalid query value, or an image too costly to "
+        "decode (a JPEG with too many progressive scans)",
+    },
     503: {
         **_PROBLEM,
         "description": "overloaded (Retry-After), or the model/detector is not loaded",
@@ -208,12 +213,15 @@ def batch_error(filename: str | None, error: ProblemError) -> BatchError:
 
 
 def _inference_failed(error: Exception) -> ProblemError:
-    return ProblemError(
+    """The runtime's message goes to the log (`log_cause`), not to the caller."""
+    problem = ProblemError(
         500,
         "inference-failed",
         "Inference failed",
-        f"the model could not classify this image's faces: {error}",
+        "the model could not classify this image's faces; see the service log",
     )
+    problem.__cause__ = error
+    return problem
 
 
 def log_item_failure(request: Request, upload: UploadFile) -> None:
@@ -255,7 +263,9 @@ async def predict_one(
         results, ms = _timed_classify(model, [image], observe)
         drawn = None
         if picture is not None and image.rgb is not None and isinstance(results[0], np.ndarray):
-            drawn = encode(annotate(image.rgb, image.faces, results[0]), picture)
+            drawn = encode(
+                annotate(image.rgb, image.faces, results[0], settings.max_annotated_side), picture
+            )
             image.rgb = None
         return image, results[0], ms, drawn
 
@@ -401,6 +411,7 @@ async def predict_batch(
                 out.append(batch_image(upload.filename, item, result))
                 continue
             item = _inference_failed(result)
+            log_cause(item, request_id_of(request))
         metrics.image_errors.labels(item.slug).inc()
         out.append(batch_error(upload.filename, item))
     timing |= {"inference": inference_ms, "total": (time.perf_counter() - t0) * 1000.0}
