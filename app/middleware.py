@@ -18,6 +18,7 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.logsafe import escape
 from app.metrics import Metrics
 from app.problems import PROBLEM_MEDIA_TYPE, problem_body
 
@@ -108,8 +109,8 @@ class RequestContext:
         except Exception:
             log.exception(
                 "unhandled error on %s %s (request %s)",
-                scope.get("method"),
-                scope.get("path"),
+                escape(scope.get("method")),
+                escape(scope.get("path")),
                 request_id,
             )
             if not started:
@@ -127,11 +128,11 @@ class RequestContext:
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "-")
             self.metrics.observe_request(method, template, status, seconds)
-            access_log.info(
+            access_log.info(  # every client-controlled field escaped: no forged lines
                 '%s "%s %s" %d %.1fms request_id=%s',
-                client_address(scope, headers, self.trust_forwarded_for),
-                method,
-                scope.get("path", ""),
+                escape(client_address(scope, headers, self.trust_forwarded_for)),
+                escape(method),
+                escape(scope.get("path", "")),
                 status,
                 seconds * 1000.0,
                 request_id,

@@ -25,6 +25,7 @@ from starlette.types import Message, Receive
 from app.annotate import MEDIA_TYPES, PictureFormat, annotate, encode
 from app.inference import OnnxModel
 from app.labels import EMOTIONS
+from app.logsafe import escape
 from app.metrics import Metrics
 from app.pipeline import STAGES, PreparedImage, classify, prepare_image
 from app.problems import PROBLEM_MEDIA_TYPE, ProblemError, log_cause, request_id_of
@@ -228,7 +229,7 @@ def log_item_failure(request: Request, upload: UploadFile) -> None:
     """Log the exception being handled for one file of a batch; the others carry on."""
     log.exception(
         "processing %s failed (request %s)",
-        upload.filename,
+        escape(upload.filename),
         request_id_of(request),
     )
 
@@ -433,3 +434,17 @@ def document_batch_limit(openapi: dict[str, Any], settings: Settings) -> None:
     files = openapi["components"]["schemas"][name]["properties"]["files"]
     files["description"] = _batch_files_description(settings.max_batch_files)
     files["maxItems"] = settings.max_batch_files
+    document_max_faces(openapi, settings)
+
+
+def document_max_faces(openapi: dict[str, Any], settings: Settings) -> None:
+    """Write max_faces_limit as the `maximum` of every ?max_faces= (in place): the bound is
+    a setting, so `Query(le=...)` at import time could only state the default."""
+    for methods in openapi["paths"].values():
+        for operation in methods.values():
+            for param in operation.get("parameters", []):
+                if param.get("name") == "max_faces" and param.get("in") == "query":
+                    schema = param["schema"]
+                    for option in schema.get("anyOf", [schema]):
+                        if option.get("type") == "integer":
+                            option["maximum"] = settings.max_faces_limit
