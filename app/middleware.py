@@ -8,6 +8,8 @@ itself as problem+json), then writes one access-log line and the request metrics
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -106,6 +108,21 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_tagged)
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running when the graceful shutdown time is up.
+            status = 503
+            if not started:
+                with contextlib.suppress(Exception):
+                    await send_problem(
+                        send_tagged,
+                        503,
+                        "shutting-down",
+                        "Service shutting down",
+                        "the service stopped before this request finished; retry",
+                        scope,
+                        {"Retry-After": "1", "Connection": "close"},
+                    )
+            raise
         except Exception:
             log.exception(
                 "unhandled error on %s %s (request %s)",

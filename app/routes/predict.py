@@ -1,11 +1,11 @@
 """/predict, /predict/annotated and /predict/batch: thin adapters between uploads and
 `app.pipeline` running on the worker pool.
 
-The routes use `PredictRoute`, which does its checks *before* the multipart body is read:
-the in-flight gate (503 + Retry-After when full) and the body-size cap (413 from
-Content-Length, or as soon as the streamed body passes the cap), so an overloaded or
-oversized request costs almost nothing. The per-file byte limit is checked once parsing has
-measured each file.
+The routes use `PredictRoute`: the body-size cap (413 from Content-Length, or as soon as the
+streamed body passes the cap) applies while the body is read, which must finish within
+`body_timeout_s` (else 408); the in-flight gate (503 + Retry-After when full) is taken only
+once the whole body is in, so slow senders cannot hold slots that working requests need.
+The per-file byte limit is checked once parsing has measured each file.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 from fastapi.routing import APIRoute
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive
 
 from app.annotate import MEDIA_TYPES, PictureFormat, annotate, encode
@@ -108,8 +110,31 @@ def _capped(receive: Receive, cap: int) -> Receive:
     return limited
 
 
+async def read_form(request: Request, timeout_s: float) -> FormData:
+    """Read and parse the whole multipart body now (Starlette keeps it for the handler).
+
+    A parse failure is answered as FastAPI answers it; a body still arriving after
+    `timeout_s` is a 408.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.form()
+    except TimeoutError as e:
+        raise ProblemError(
+            408,
+            "body-timeout",
+            "Request body timed out",
+            f"the request body did not arrive within {timeout_s:g} s",
+            headers={"Connection": "close"},
+        ) from e
+    except (StarletteHTTPException, ClientDisconnect):
+        raise
+    except Exception as e:
+        raise StarletteHTTPException(400, "There was an error parsing the body") from e
+
+
 class PredictRoute(APIRoute):
-    """A predict route: in-flight gate and body cap applied before the body is parsed.
+    """A predict route: body cap and time-out while the body is read, then the in-flight gate.
 
     This runs outside FastAPI's dependency injection (before the body exists), so it calls
     the dependency functions directly.
@@ -133,7 +158,10 @@ class PredictRoute(APIRoute):
                     "Request too large",
                     f"the request body is {int(length):,} bytes; at most {cap:,} are accepted",
                 )
+            request = Request(request.scope, _capped(request.receive, cap))
+            form = await read_form(request, get_settings(request).body_timeout_s)
             if not runtime.gate.try_enter():
+                await form.close()
                 get_metrics(request).rejected.inc()
                 raise ProblemError(
                     503,
@@ -143,7 +171,7 @@ class PredictRoute(APIRoute):
                     headers={"Retry-After": "1"},
                 )
             try:
-                return await handler(Request(request.scope, _capped(request.receive, cap)))
+                return await handler(request)
             finally:
                 runtime.gate.leave()
 
