@@ -3,7 +3,8 @@
 Silent and slow-header connections are closed, oversized headers get a 431, connections
 past the cap a 503, slow bodies neither hold in-flight slots nor stay open past the body
 time-out, and SIGTERM ends within the configured grace period, answering what is still
-running with a 503 problem. Each runs under both of uvicorn's HTTP/1.1 implementations.
+running with a 503 problem; the connection guards are tested under both of uvicorn's HTTP/1.1
+implementations. Two concurrent annotated PNGs of 40 megapixels stay under 1.5 GB.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests import images
 from tests.servers import running_server, start_server, stop_server
@@ -158,3 +162,43 @@ def test_sigterm_ends_within_the_grace_period_with_a_503(tmp_path: Path, assets_
         sock.close()
     finally:
         stop_server(proc)
+
+
+def peak_rss_mib(pid: int, stop: threading.Event, out: list[float]) -> None:
+    """Sample the process's resident memory until `stop` is set; the peak goes to `out`."""
+    while not stop.is_set():
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    out[0] = max(out[0], int(line.split()[1]) / 1024)
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_two_annotated_pngs_of_40_megapixels_stay_under_1_5_gb(
+    tmp_path: Path, assets_dir: Path
+) -> None:
+    upload = images.encode(Image.new("L", (6300, 6300), 120), "PNG")  # 40 MP in about 50 KB
+    env = _env(tmp_path, assets_dir, EMOTION_WORKER_THREADS="2")
+    with running_server(["app"], env, tmp_path / "server.log") as (proc, url):
+        stop, peak = threading.Event(), [0.0]
+        sampler = threading.Thread(target=peak_rss_mib, args=(proc.pid, stop, peak))
+        sampler.start()
+
+        def annotated(_: int) -> httpx.Response:
+            return httpx.post(
+                f"{url}/predict/annotated",
+                params={"format": "png"},
+                files={"file": ("big.png", upload)},
+                timeout=60,
+            )
+
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                replies = list(pool.map(annotated, range(2)))
+        finally:
+            stop.set()
+            sampler.join()
+    assert [r.status_code for r in replies] == [200, 200]
+    assert all(len(r.content) < 2_000_000 for r in replies)
+    assert peak[0] < 1536, f"peak RSS {peak[0]:.0f} MiB"
