@@ -65,7 +65,11 @@ def test_a_many_page_tiff_is_read_quickly(client: TestClient) -> None:
     assert time.perf_counter() - t0 < 3.0
 
 
-def test_error_bodies_carry_no_internals(client: TestClient) -> None:
+def test_error_bodies_carry_no_internals(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The decoder's own message is logged under the request ID, not sent."""
+    caplog.set_level(logging.INFO, logger="emotion")
     data = bytearray(images.encode(images.astronaut()[::8, ::8], "PNG"))
     idat = data.index(b"IDAT")
     data[idat + 8 : idat + 40] = b"\x00" * 32
@@ -73,6 +77,8 @@ def test_error_bodies_carry_no_internals(client: TestClient) -> None:
     assert r.status_code == 400
     for leak in ("Error", "PIL", "Pillow", "zlib", "/", "pydantic"):
         assert leak not in r.json()["detail"], r.text
+    logged = [m.getMessage() for m in caplog.records if m.name == "emotion.problems"]
+    assert any(f"(request {r.headers['x-request-id']}): " in m for m in logged), logged
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])

@@ -147,6 +147,29 @@ def test_slow_bodies_hold_no_slot_and_time_out(server: tuple[str, int]) -> None:
             sock.close()
 
 
+def test_cpu_bombs_are_answered_fast_and_others_keep_their_pace(server: tuple[str, int]) -> None:
+    """Scan-bomb JPEGs and a many-page TIFF sent together with a normal /predict."""
+    url = server[0]
+    files = {"file": ("a.jpg", PHOTO)}
+    t0 = time.monotonic()
+    assert httpx.post(f"{url}/predict", files=files, timeout=10).status_code == 200
+    usual = time.monotonic() - t0
+    bombs = [images.many_scan_jpeg(5000, side=512)] * 2 + [images.many_page_tiff(20_000)]
+
+    def send(data: bytes) -> tuple[int, float]:
+        start = time.monotonic()
+        r = httpx.post(f"{url}/predict", files={"file": ("x", data)}, timeout=30)
+        return r.status_code, time.monotonic() - start
+
+    with ThreadPoolExecutor(1) as pool:  # one attacker: max_in_flight is 2 here
+        attack = pool.submit(lambda: [send(data) for data in bombs])
+        status, took = send(PHOTO)
+        assert status == 200 and took < usual + 1.0
+        answers = attack.result()
+    assert [s for s, _ in answers] == [422, 422, 200]
+    assert all(t < 3.0 for _, t in answers), answers
+
+
 def test_sigterm_ends_within_the_grace_period_with_a_503(tmp_path: Path, assets_dir: Path) -> None:
     env = _env(tmp_path, assets_dir, EMOTION_GRACEFUL_SHUTDOWN_S="1", EMOTION_BODY_TIMEOUT_S="60")
     proc, url = start_server(["app"], env, tmp_path / "server.log")
