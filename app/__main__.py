@@ -1,10 +1,12 @@
 """`python -m app`: serve `app.main:app` with uvicorn, using the service's own access log.
 
-uvicorn's access log is switched off: `app.middleware.RequestContext` writes one line per
-request with the request ID, duration and proxied client address instead.
+uvicorn's access log is off unless --access-log: `app.middleware.RequestContext` writes one
+line per request with the request ID, duration and proxied client address instead. The
+connection guards of `app.serving` (header time-out and size, connection cap) apply here,
+not under a bare `uvicorn app.main:app`.
 
 SIGTERM (or Ctrl-C) shuts down gracefully: no new connections, requests in flight get up to
---timeout-graceful-shutdown seconds to finish, then the lifespan releases the worker pool and
+--timeout-graceful-shutdown seconds (EMOTION_GRACEFUL_SHUTDOWN_S) to finish, then the lifespan releases the worker pool and
 models, and the process exits 0.
 """
 
@@ -12,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 from types import FrameType
 
-import uvicorn
 from pydantic import ValidationError
 
+from app.serving import PROTOCOLS, ConnectionLimits, GuardedConfig, resolve_http, serve
 from app.settings import Settings
 
 
@@ -31,6 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default=settings.host)
     parser.add_argument("--port", type=int, default=settings.port)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    parser.add_argument(
+        "--http",
+        choices=["auto", "h11", "httptools"],
+        default="auto",
+        help="HTTP/1.1 implementation; auto: httptools when installed (default: auto)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="add uvicorn's own access log to the service's (which has the request IDs)",
+    )
     parser.add_argument(
         "--proxy-headers",
         action="store_true",
@@ -38,27 +53,42 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--forwarded-allow-ips", default="127.0.0.1")
     parser.add_argument(
-        "--timeout-graceful-shutdown",
+        "--timeout-keep-alive",
         type=int,
-        default=25,
-        help="seconds requests in flight get to finish after SIGTERM (default: 25, as in the "
-        "container, under the 30 s stop grace period)",
+        default=5,
+        help="seconds an idle keep-alive connection stays open (default: 5)",
+    )
+    parser.add_argument(
+        "--timeout-graceful-shutdown",
+        type=float,
+        default=settings.graceful_shutdown_s,
+        help="seconds requests in flight get to finish after SIGTERM (default: "
+        "EMOTION_GRACEFUL_SHUTDOWN_S)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    uvicorn.run(
+    limits = ConnectionLimits(
+        settings.header_timeout_s, settings.max_connections, settings.max_header_bytes
+    )
+    config = GuardedConfig(
         "app.main:app",
+        limits,
         host=args.host,
         port=args.port,
-        access_log=False,
+        workers=args.workers,
+        http=PROTOCOLS[resolve_http(args.http)],
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        access_log=args.access_log,
         log_level=settings.log_level,
         proxy_headers=args.proxy_headers,
         forwarded_allow_ips=args.forwarded_allow_ips,
         server_header=False,
-        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
+        timeout_keep_alive=args.timeout_keep_alive,
+        timeout_graceful_shutdown=math.ceil(args.timeout_graceful_shutdown),
     )
+    serve(config)
     return 0
 
 

@@ -81,7 +81,13 @@ class Analyzer:
             if detector == "auto"
             else self._detectors.get(detector)
         )
-        self.options = Options(finder, "none", max_faces or settings.max_faces, settings.max_pixels)
+        self.options = Options(
+            finder,
+            "none",
+            max_faces or settings.max_faces,
+            settings.max_pixels,
+            settings.max_jpeg_scans,
+        )
 
     def prepare(self, image: ImageInput, keep_rgb: bool = False) -> PreparedImage:
         """Everything before the model (raises `app.decode.ImageError` on a bad image)."""

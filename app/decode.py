@@ -5,6 +5,11 @@ from the header, refuse what is too large *before* decoding a single pixel, then
 the first frame. Every failure is an `ImageError` carrying the HTTP status and problem type
 the API answers with, so the HTTP layer never has to interpret Pillow's exceptions.
 
+Pixels are not the only cost: a progressive JPEG's scans are each decoded over the whole
+image, so their number is counted from the bytes and capped before decoding; of TIFF pages
+and GIF, WebP or APNG frames only the first is read, and nothing that counts them all
+(`n_frames`, `is_animated`) is ever called.
+
 Pillow's own decompression-bomb guard (`Image.MAX_IMAGE_PIXELS`) stays on as a backstop; the
 service raises it to at least `max_pixels` at start-up so it never rejects what we accept.
 Anything its warning would flag is above `max_pixels` and refused by our own check first.
@@ -17,8 +22,9 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from app.jpeg_scans import count_scans, is_jpeg
 from app.problems import ProblemError
 
 SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
@@ -26,6 +32,10 @@ SUPPORTED_TEXT = "JPEG, PNG, WebP, BMP, TIFF or GIF"
 
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
 _WIDE_GRAY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+DEFAULT_MAX_JPEG_SCANS = 32
+PNG_MAX_CHUNK_BYTES = 16 << 20
+"""Largest decompressed PNG text or ICC chunk: camera and print profiles pass 1 MiB."""
+UNREADABLE = "the file is not an image this service can read"
 CHUNK_PIXELS = 1 << 20
 """Pixels per step of the wide-gray and alpha conversions: their temporaries stay a few MiB."""
 
@@ -37,16 +47,28 @@ class ImageError(ProblemError):
 
 
 def ensure_pillow_limit(max_pixels: int) -> None:
-    """Keep Pillow's bomb guard at or above our own pixel limit (it is process-wide)."""
+    """Set Pillow's process-wide limits once, at start-up: its bomb guard at or above our own
+    pixel limit, and its PNG chunk limit high enough for large ICC profiles (Pillow's 1 MiB
+    refused them as corrupt; total text memory stays capped by Pillow's MAX_TEXT_MEMORY)."""
     current = Image.MAX_IMAGE_PIXELS
     if current is not None and current < max_pixels:
         Image.MAX_IMAGE_PIXELS = max_pixels
+    PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, PNG_MAX_CHUNK_BYTES)
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+def decode_image(
+    data: bytes, max_pixels: int, max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
+) -> np.ndarray:
     """Decode the first frame of an image upload to RGB uint8, EXIF orientation applied."""
     if not data:
         raise ImageError(400, "empty-file", "Empty file", "the uploaded file is empty")
+    if is_jpeg(data) and count_scans(data, max_jpeg_scans) > max_jpeg_scans:
+        raise ImageError(
+            422,
+            "image-too-complex",
+            "Image too complex",
+            f"the JPEG has more than {max_jpeg_scans} scans; re-save it as a baseline JPEG",
+        )
     try:
         im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
@@ -94,9 +116,8 @@ def _bomb(max_pixels: int) -> ImageError:
 
 
 def _load_first_frame(im: Image.Image, max_pixels: int) -> None:
+    """Load the frame the file opened on, the first: never seek (TIFF counts pages to seek)."""
     try:
-        if getattr(im, "n_frames", 1) > 1:
-            im.seek(0)
         im.load()
     except Image.DecompressionBombError as e:
         raise _bomb(max_pixels) from e
@@ -115,12 +136,7 @@ def _unreadable(e: Exception) -> ImageError:
             "Truncated image",
             "the image data ends early; the upload is incomplete or cut off",
         )
-    return ImageError(
-        400,
-        "corrupt-image",
-        "Corrupt image",
-        f"the image data could not be decoded ({type(e).__name__}: {e})",
-    )
+    return ImageError(400, "corrupt-image", "Corrupt image", UNREADABLE)
 
 
 def _oriented(im: Image.Image) -> Image.Image:
@@ -154,7 +170,7 @@ def to_rgb(im: Image.Image) -> np.ndarray:
             415,
             "unsupported-color-mode",
             "Unsupported colour mode",
-            f"{im.mode} images cannot be converted to RGB ({e})",
+            f"{im.mode} images cannot be converted to RGB",
         ) from e
     return np.ascontiguousarray(arr, dtype=np.uint8)
 

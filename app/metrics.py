@@ -3,7 +3,8 @@
 A per-app `CollectorRegistry` (not prometheus-client's global one) lets tests build many
 apps in one process without "duplicated timeseries" errors and keeps /metrics limited to
 this service's own series. Routes are labelled by their template (`/predict`), never by the
-raw path, so unknown URLs cannot blow up the label set.
+raw path, so unknown URLs cannot blow up the label set; likewise a method outside the
+standard set is labelled `other`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 _LATENCY_BUCKETS = (0.005, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 _FACE_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100)
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
 
 
 class Metrics:
@@ -69,6 +73,7 @@ class Metrics:
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in METHODS else "other"
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
 

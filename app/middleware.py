@@ -8,6 +8,8 @@ itself as problem+json), then writes one access-log line and the request metrics
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -18,6 +20,7 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.logsafe import escape
 from app.metrics import Metrics
 from app.problems import PROBLEM_MEDIA_TYPE, problem_body
 
@@ -105,11 +108,26 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_tagged)
+        except asyncio.CancelledError:
+            # uvicorn cancels what is still running when the graceful shutdown time is up.
+            status = 503
+            if not started:
+                with contextlib.suppress(Exception):
+                    await send_problem(
+                        send_tagged,
+                        503,
+                        "shutting-down",
+                        "Service shutting down",
+                        "the service stopped before this request finished; retry",
+                        scope,
+                        {"Retry-After": "1", "Connection": "close"},
+                    )
+            raise
         except Exception:
             log.exception(
                 "unhandled error on %s %s (request %s)",
-                scope.get("method"),
-                scope.get("path"),
+                escape(scope.get("method")),
+                escape(scope.get("path")),
                 request_id,
             )
             if not started:
@@ -127,11 +145,11 @@ class RequestContext:
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "-")
             self.metrics.observe_request(method, template, status, seconds)
-            access_log.info(
+            access_log.info(  # every client-controlled field escaped: no forged lines
                 '%s "%s %s" %d %.1fms request_id=%s',
-                client_address(scope, headers, self.trust_forwarded_for),
-                method,
-                scope.get("path", ""),
+                escape(client_address(scope, headers, self.trust_forwarded_for)),
+                escape(method),
+                escape(scope.get("path", "")),
                 status,
                 seconds * 1000.0,
                 request_id,

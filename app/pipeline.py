@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from app.align import align_crop
-from app.decode import decode_image
+from app.decode import DEFAULT_MAX_JPEG_SCANS, decode_image
 from app.face_search import FaceSearch
 from app.faces import Face, FaceDetector, whole_image_face
 from app.inference import OnnxModel
@@ -40,6 +40,7 @@ class Options:
     fallback: Fallback
     max_faces: int
     max_pixels: int
+    max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
 
 
 @dataclass
@@ -78,7 +79,7 @@ def prepare_image(
     `keep_rgb` keeps the decoded photo on the result, for `/predict/annotated` to draw on.
     """
     t0 = time.perf_counter()
-    rgb = decode_image(data, options.max_pixels)
+    rgb = decode_image(data, options.max_pixels, options.max_jpeg_scans)
     decode_ms = _ms(t0, time.perf_counter())
     prepared = prepare_rgb(rgb, spec, options, keep_rgb)
     prepared.timing = {"decode": decode_ms, **prepared.timing}  # in STAGES order

@@ -10,6 +10,7 @@ traceback, answered with a generic 500 that leaks nothing.
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -18,8 +19,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.logsafe import escape
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:emotion:problem:"
+
+log = logging.getLogger("emotion.problems")
 
 
 class ProblemError(Exception):
@@ -81,8 +86,22 @@ def _phrase(status: int) -> str | None:
         return None
 
 
+def log_cause(error: BaseException, request_id: str | None) -> None:
+    """Log what a generic public detail leaves out (a library's message) under the request ID."""
+    cause = error.__cause__
+    if cause is not None:
+        log.info(
+            "%s (request %s): %s: %s",
+            escape(error),
+            request_id,
+            type(cause).__name__,
+            escape(cause),
+        )
+
+
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
+    log_cause(exc, request_id_of(request))
     return problem_response(request, exc)
 
 

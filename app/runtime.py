@@ -36,6 +36,9 @@ T = TypeVar("T")
 
 log = logging.getLogger("emotion.runtime")
 
+NOT_LOADED = "not loaded; see the service log"
+"""What callers see of a load failure: paths and library messages stay in the log."""
+
 
 class Gate:
     """Counts requests in flight; refuses entry past the limit instead of queueing forever.
@@ -117,9 +120,24 @@ class Runtime:
                 prepare_batch([crop], state.model.spec)
 
     def problems(self) -> list[str]:
-        """Why the service is not ready; empty when everything loaded."""
+        """Why the service is not ready, in full (for the log); empty when everything loaded."""
         reasons = [f"detector {k}: {e}" for k, e in self.detector_errors.items()]
         reasons += self.catalog.problems() if self.catalog else ["models not loaded"]
+        return reasons
+
+    def public_problems(self) -> list[str]:
+        """`problems` without file paths or library messages: what a caller may see."""
+        reasons = [
+            f"detector {k}: {NOT_LOADED}"
+            + (f" (fetch: {FETCH_COMMAND})" if FETCH_COMMAND in e else "")
+            for k, e in self.detector_errors.items()
+        ]
+        catalog = self.catalog
+        if catalog is None:
+            return [*reasons, "models not loaded"]
+        if catalog.registry_error:
+            reasons.append(f"model registry: {NOT_LOADED}")
+        reasons += [f"model {name}: {NOT_LOADED}" for name, s in catalog.states.items() if s.error]
         return reasons
 
     def detector(self, choice: DetectorChoice) -> FaceDetector | FaceSearch | None:
@@ -133,15 +151,11 @@ class Runtime:
             return FaceSearch(self.detectors.get("full"), self.detectors.get("short"))
         detector = self.detectors.get(choice) if choice != "auto" else None
         if detector is None:
-            errors = [
-                f"{kind}-range: {self.detector_errors.get(kind, 'not loaded')}"
-                for kind in (DETECTOR_KINDS if choice == "auto" else (choice,))
-            ]
             raise ProblemError(
                 503,
                 "detector-unavailable",
                 "Face detector unavailable",
-                f"no face detector for detector={choice} is loaded: " + "; ".join(errors),
+                f"no face detector for detector={choice} is loaded; see the service log",
             )
         return detector
 
@@ -150,8 +164,10 @@ class Runtime:
         catalog = self.catalog
         name = name or (catalog.default_name if catalog else None)
         if catalog is None or name is None:
-            reason = (catalog.registry_error if catalog else None) or "no model is loaded"
-            raise ProblemError(503, "model-unavailable", "Model unavailable", reason)
+            reason = "the model registry could not be read" if catalog else "no model is loaded"
+            raise ProblemError(
+                503, "model-unavailable", "Model unavailable", f"{reason}; see the service log"
+            )
         state = catalog.states.get(name)
         if state is None:
             known = ", ".join(sorted(catalog.states)) or "none"
@@ -166,7 +182,7 @@ class Runtime:
                 503,
                 "model-unavailable",
                 "Model unavailable",
-                f"model {name!r} could not be loaded: {state.error}",
+                f"model {name!r} could not be loaded; see the service log",
             )
         return state.model
 

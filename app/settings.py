@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     max_pixels: int = Field(
         40_000_000, gt=0, description="largest accepted image, pixels, checked before decoding"
     )
+    max_jpeg_scans: int = Field(
+        32,
+        gt=0,
+        description="most scans a progressive JPEG may hold (each is decoded over the whole "
+        "image); more: 422 image-too-complex",
+    )
+    max_annotated_side: int = Field(
+        2048,
+        gt=0,
+        description="longest side, pixels, of the picture /predict/annotated returns; larger "
+        "photos are scaled down before drawing",
+    )
     max_batch_files: int = Field(32, gt=0, description="most files in one /predict/batch request")
     max_faces: int = Field(20, gt=0, description="default for ?max_faces=")
     max_faces_limit: int = Field(100, gt=0, description="largest value ?max_faces= accepts")
@@ -75,6 +87,12 @@ class Settings(BaseSettings):
     )
 
     # HTTP
+    body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="seconds a predict request's body may take to arrive (408 after); the "
+        "in-flight slot is taken only once it is in",
+    )
     root_path: str = Field(
         "", description="path prefix when mounted behind a gateway, e.g. /emotion"
     )
@@ -92,6 +110,29 @@ class Settings(BaseSettings):
         description="access log shows the last X-Forwarded-For address (what the nearest proxy "
         "saw) instead of the socket peer; turn on only behind a proxy that sets it (the compose "
         "file does); used for logging only, never for access decisions",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="`python -m app`: seconds a connection may take to send complete request "
+        "headers; then it is closed (408 when it sent part of them)",
+    )
+    max_connections: int = Field(
+        1000,
+        gt=0,
+        description="`python -m app`: open connections per process; one more is answered 503 "
+        "and closed",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        gt=0,
+        description="`python -m app`: largest request line plus headers, bytes (431 above)",
+    )
+    graceful_shutdown_s: float = Field(
+        10.0,
+        gt=0,
+        description="`python -m app`: seconds requests in flight get to finish after SIGTERM; "
+        "those still running then get 503 shutting-down",
     )
     host: str = Field("0.0.0.0", description="address `python -m app` listens on")
     port: int = Field(8000, gt=0, lt=65536, description="port `python -m app` listens on")

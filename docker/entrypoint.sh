@@ -1,5 +1,7 @@
 #!/bin/sh
-# Container entry point: start uvicorn with every option taken from the environment.
+# Container entry point: start `python -m app` (uvicorn plus the service's connection guards:
+# header time-out and size limit, connection cap; see app/serving.py) with every option taken
+# from the environment.
 #
 #   EMOTION_HOST, EMOTION_PORT listen address (default 0.0.0.0:8000; the settings that
 #                              `python -m app` uses too)
@@ -7,7 +9,8 @@
 #   FORWARDED_ALLOW_IPS        proxies whose X-Forwarded-For/-Proto are trusted
 #                              (comma-separated IPs/CIDRs or "*"; default 127.0.0.1)
 #   TIMEOUT_KEEP_ALIVE         idle keep-alive seconds (default 75, above the gateway's 60)
-#   TIMEOUT_GRACEFUL_SHUTDOWN  seconds to finish in-flight requests on SIGTERM (default 25)
+#   TIMEOUT_GRACEFUL_SHUTDOWN  seconds to finish in-flight requests on SIGTERM (default:
+#                              EMOTION_GRACEFUL_SHUTDOWN_S, 10; compose waits 30)
 #   UVICORN_ACCESS_LOG         1 adds uvicorn's own access log (the app already logs each
 #                              request with its X-Request-ID; default 0)
 #   EMOTION_*                  the service settings, read by app/settings.py itself;
@@ -26,13 +29,13 @@ set -- \
     --workers "${WEB_CONCURRENCY:-1}" \
     --proxy-headers \
     --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}" \
-    --timeout-keep-alive "${TIMEOUT_KEEP_ALIVE:-75}" \
-    --timeout-graceful-shutdown "${TIMEOUT_GRACEFUL_SHUTDOWN:-25}" \
-    --log-level "${EMOTION_LOG_LEVEL:-info}" \
-    --no-server-header
+    --timeout-keep-alive "${TIMEOUT_KEEP_ALIVE:-75}"
 
-if [ "${UVICORN_ACCESS_LOG:-0}" != "1" ]; then
-    set -- "$@" --no-access-log
+if [ -n "${TIMEOUT_GRACEFUL_SHUTDOWN:-}" ]; then
+    set -- "$@" --timeout-graceful-shutdown "$TIMEOUT_GRACEFUL_SHUTDOWN"
+fi
+if [ "${UVICORN_ACCESS_LOG:-0}" = "1" ]; then
+    set -- "$@" --access-log
 fi
 
-exec python -m uvicorn app.main:app "$@"
+exec python -m app "$@"

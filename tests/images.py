@@ -84,3 +84,51 @@ def exif_rotated_jpeg(upright: np.ndarray) -> bytes:
 def astronaut_640x480() -> np.ndarray:
     """The benchmark photo: 640x480 with one face, cut and scaled from the astronaut."""
     return cv2.resize(astronaut()[64:448, 0:512], (640, 480), interpolation=cv2.INTER_LINEAR)
+
+
+def many_scan_jpeg(scans: int, side: int = 64) -> bytes:
+    """A progressive JPEG made of its first (DC) scan repeated `scans` times.
+
+    libjpeg decodes every scan over the whole image, so the cost grows with the scan count
+    while the file stays small: what a decode budget must refuse.
+    """
+    base = encode(np.full((side, side, 3), 128, np.uint8), "JPEG", progressive=True)
+    pos, head, found = 2, bytearray(base[:2]), []
+    while pos < len(base) and base[pos + 1] != 0xD9:
+        marker = base[pos + 1]
+        length = struct.unpack(">H", base[pos + 2 : pos + 4])[0]
+        if marker != 0xDA:
+            if not found:
+                head += base[pos : pos + 2 + length]
+            pos += 2 + length
+            continue
+        end = base.find(b"\xff", pos + 2 + length)
+        while base[end + 1] == 0 or 0xD0 <= base[end + 1] <= 0xD7:
+            end = base.find(b"\xff", end + 2)
+        found.append(base[pos:end])
+        pos = end
+    return bytes(head) + found[0] * scans + b"\xff\xd9"
+
+
+def many_page_tiff(pages: int) -> bytes:
+    """A little-endian TIFF of `pages` 1x1 gray pages sharing one strip: small to write,
+    costly for a reader that counts every page to find the first."""
+    entries = [  # tag, type (3 SHORT, 4 LONG), value
+        (256, 3, 1),  # width
+        (257, 3, 1),  # height
+        (258, 3, 8),  # bits per sample
+        (262, 3, 1),  # black is zero
+        (273, 4, 8),  # strip offset: the pixel byte right after the header
+        (277, 3, 1),  # samples per pixel
+        (278, 3, 1),  # rows per strip
+        (279, 4, 1),  # strip byte count
+    ]
+    ifd_size = 2 + 12 * len(entries) + 4
+    out = bytearray(b"II*\x00" + struct.pack("<I", 12) + b"\x80\x00\x00\x00")
+    for page in range(pages):
+        nxt = 12 + (page + 1) * ifd_size if page + 1 < pages else 0
+        out += struct.pack("<H", len(entries))
+        for tag, kind, value in entries:
+            out += struct.pack("<HHI", tag, kind, 1) + struct.pack("<I", value)
+        out += struct.pack("<I", nxt)
+    return bytes(out)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from app.decode import ImageError, decode_image, wide_gray_to_uint8
-from tests.images import encode, exif_rotated_jpeg, png_header
+from app.decode import (
+    UNREADABLE,
+    ImageError,
+    decode_image,
+    ensure_pillow_limit,
+    wide_gray_to_uint8,
+)
+from app.jpeg_scans import count_scans
+from tests.images import encode, exif_rotated_jpeg, many_page_tiff, many_scan_jpeg, png_header
 
 LIMIT = 10_000_000
 
@@ -145,3 +154,52 @@ def test_zero_size_image_is_refused():
     with pytest.raises(ImageError) as info:
         decode_image(png_header(0, 10), LIMIT)
     assert info.value.status == 400
+
+
+# --- decode budget: work per image, not only pixels ------------------------------------------
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_before_decoding():
+    """The scan-count CPU bomb: refused from its markers, at once, with a 422."""
+    data = many_scan_jpeg(2000, side=1000)
+    assert count_scans(data, 10**6) == 2000
+    t0 = time.perf_counter()
+    err = _error(data)
+    assert time.perf_counter() - t0 < 0.5
+    assert (err.status, err.slug) == (422, "image-too-complex")
+    assert count_scans(data, 32) == 33  # the walk stops just past the cap
+
+
+def test_ordinary_progressive_and_baseline_jpegs_pass_the_scan_budget():
+    for progressive in (False, True):
+        data = encode(gradient(), "JPEG", progressive=progressive)
+        assert count_scans(data, 10**6) <= 10
+        assert decode_image(data, LIMIT).shape == (40, 60, 3)
+    assert decode_image(many_scan_jpeg(32), LIMIT, max_jpeg_scans=32).shape == (64, 64, 3)
+
+
+def test_a_tiff_with_many_pages_reads_only_the_first_quickly():
+    """The page-count CPU bomb: nothing counts the pages to find the first."""
+    data = many_page_tiff(20_000)
+    t0 = time.perf_counter()
+    assert decode_image(data, LIMIT).shape == (1, 1, 3)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_a_png_with_a_large_icc_profile_decodes():
+    ensure_pillow_limit(LIMIT)
+    profile = np.random.default_rng(0).integers(0, 256, 2 << 20, np.uint8).tobytes()
+    data = encode(gradient(), "PNG", icc_profile=profile)
+    assert decode_image(data, LIMIT).shape == (40, 60, 3)
+
+
+def test_corrupt_image_details_name_no_library_internals():
+    data = bytearray(encode(gradient(), "PNG"))
+    idat = data.index(b"IDAT")
+    data[idat + 8 : idat + 40] = b"\x00" * 32
+    err = _error(bytes(data))
+    assert err.detail in (
+        UNREADABLE,
+        "the image data ends early; the upload is incomplete or cut off",
+    )
+    assert "Error" not in err.detail and "PIL" not in err.detail

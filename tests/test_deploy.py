@@ -438,12 +438,13 @@ def option(argv: list[str], name: str) -> str:
 
 def test_entrypoint_defaults(fake_python):
     argv = run_entrypoint(fake_python, {})
-    assert argv[:3] == ["-m", "uvicorn", "app.main:app"]
+    assert argv[:2] == ["-m", "app"]  # with the service's connection guards
     assert option(argv, "--host") == "0.0.0.0" and option(argv, "--port") == "8000"
     assert option(argv, "--workers") == "1"
     assert "--proxy-headers" in argv and option(argv, "--forwarded-allow-ips") == "127.0.0.1"
     assert option(argv, "--timeout-keep-alive") == "75"  # > nginx's upstream keepalive 60s
-    assert "--no-access-log" in argv and "--root-path" not in argv
+    assert "--access-log" not in argv and "--root-path" not in argv
+    assert "--timeout-graceful-shutdown" not in argv  # EMOTION_GRACEFUL_SHUTDOWN_S applies
 
 
 def test_entrypoint_reads_environment(fake_python):
@@ -465,8 +466,7 @@ def test_entrypoint_reads_environment(fake_python):
     assert option(argv, "--forwarded-allow-ips") == "10.0.0.0/8,172.16.0.0/12"
     assert option(argv, "--timeout-keep-alive") == "90"
     assert option(argv, "--timeout-graceful-shutdown") == "7"
-    assert option(argv, "--log-level") == "warning"
-    assert "--no-access-log" not in argv
+    assert "--access-log" in argv
 
 
 def test_entrypoint_runs_a_given_command(fake_python):
@@ -476,8 +476,8 @@ def test_entrypoint_runs_a_given_command(fake_python):
 def test_entrypoint_documents_every_variable_it_reads():
     text = ENTRYPOINT.read_text()
     used = set(re.findall(r"\$\{([A-Z_]+)", text))
-    assert used - {"EMOTION_HOST", "EMOTION_PORT", "EMOTION_LOG_LEVEL"} == ENTRYPOINT_VARS
-    assert used & SETTING_ENV == {"EMOTION_HOST", "EMOTION_PORT", "EMOTION_LOG_LEVEL"}
+    assert used - {"EMOTION_HOST", "EMOTION_PORT"} == ENTRYPOINT_VARS
+    assert used & SETTING_ENV == {"EMOTION_HOST", "EMOTION_PORT"}
     header = text.split("set -eu")[0]
     assert all(var in header for var in used)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.routes.deps import RuntimeDep
+from app.runtime import NOT_LOADED
 from app.schemas import ModelInfo, ModelsResponse
 
 router = APIRouter()
@@ -32,7 +33,7 @@ def models(runtime: RuntimeDep) -> ModelsResponse:
                 metrics=e.metrics,
                 loaded=state.model is not None,
                 ready=state.model is not None,
-                error=state.error,
+                error=NOT_LOADED if state.error else None,
             )
         )
     return ModelsResponse(default=catalog.default_name if catalog else None, models=infos)

@@ -115,7 +115,11 @@ class PredictQuery:
                 ]
             )
         return Options(
-            runtime.detector(self.detector), self.fallback, max_faces, settings.max_pixels
+            runtime.detector(self.detector),
+            self.fallback,
+            max_faces,
+            settings.max_pixels,
+            settings.max_jpeg_scans,
         )
 
 

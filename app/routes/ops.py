@@ -5,6 +5,7 @@ Never behind the API key (`app.middleware.API_KEY_EXEMPT`): probes and scrapers 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -15,6 +16,7 @@ from app.routes.deps import MaybeRuntimeDep, MetricsDep
 from app.schemas import Health, Problem, Readiness
 
 router = APIRouter()
+log = logging.getLogger("emotion.routes")
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness: the process serves")
@@ -37,8 +39,11 @@ def healthz() -> Health:
 def readyz(request: Request, runtime: MaybeRuntimeDep) -> Any:
     # No docstring: it would become the operation's OpenAPI description. While the service
     # starts there is no runtime yet, which is a reason to be not ready rather than an error.
-    reasons = runtime.problems() if runtime else ["the service is still starting"]
+    # The reasons are generic; their specifics (paths, library messages) go to the log.
+    reasons = runtime.public_problems() if runtime else ["the service is still starting"]
     if reasons:
+        if runtime:
+            log.info("not ready (request %s): %s", request_id_of(request), runtime.problems())
         body = problem_body(
             503,
             "not-ready",

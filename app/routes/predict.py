@@ -1,11 +1,11 @@
 """/predict, /predict/annotated and /predict/batch: thin adapters between uploads and
 `app.pipeline` running on the worker pool.
 
-The routes use `PredictRoute`, which does its checks *before* the multipart body is read:
-the in-flight gate (503 + Retry-After when full) and the body-size cap (413 from
-Content-Length, or as soon as the streamed body passes the cap), so an overloaded or
-oversized request costs almost nothing. The per-file byte limit is checked once parsing has
-measured each file.
+The routes use `PredictRoute`: the body-size cap (413 from Content-Length, or as soon as the
+streamed body passes the cap) applies while the body is read, which must finish within
+`body_timeout_s` (else 408); the in-flight gate (503 + Retry-After when full) is taken only
+once the whole body is in, so slow senders cannot hold slots that working requests need.
+The per-file byte limit is checked once parsing has measured each file.
 """
 
 from __future__ import annotations
@@ -19,15 +19,18 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 from fastapi.routing import APIRoute
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive
 
 from app.annotate import MEDIA_TYPES, PictureFormat, annotate, encode
 from app.inference import OnnxModel
 from app.labels import EMOTIONS
+from app.logsafe import escape
 from app.metrics import Metrics
 from app.pipeline import STAGES, PreparedImage, classify, prepare_image
-from app.problems import PROBLEM_MEDIA_TYPE, ProblemError, request_id_of
+from app.problems import PROBLEM_MEDIA_TYPE, ProblemError, log_cause, request_id_of
 from app.routes.deps import (
     MetricsDep,
     PredictQuery,
@@ -73,8 +76,13 @@ PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
         **_PROBLEM,
         "description": "upload over the byte limit, image over the pixel limit, or too many files",
     },
+    408: {**_PROBLEM, "description": "the request body did not arrive in time"},
     415: {**_PROBLEM, "description": "image format or colour mode not supported"},
-    422: {**_PROBLEM, "description": "missing file field or invalid query value"},
+    422: {
+        **_PROBLEM,
+        "description": "missing file field, invalid query value, or an image too costly to "
+        "decode (a JPEG with too many progressive scans)",
+    },
     503: {
         **_PROBLEM,
         "description": "overloaded (Retry-After), or the model/detector is not loaded",
@@ -102,8 +110,31 @@ def _capped(receive: Receive, cap: int) -> Receive:
     return limited
 
 
+async def read_form(request: Request, timeout_s: float) -> FormData:
+    """Read and parse the whole multipart body now (Starlette keeps it for the handler).
+
+    A parse failure is answered as FastAPI answers it; a body still arriving after
+    `timeout_s` is a 408.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.form()
+    except TimeoutError as e:
+        raise ProblemError(
+            408,
+            "body-timeout",
+            "Request body timed out",
+            f"the request body did not arrive within {timeout_s:g} s",
+            headers={"Connection": "close"},
+        ) from e
+    except (StarletteHTTPException, ClientDisconnect):
+        raise
+    except Exception as e:
+        raise StarletteHTTPException(400, "There was an error parsing the body") from e
+
+
 class PredictRoute(APIRoute):
-    """A predict route: in-flight gate and body cap applied before the body is parsed.
+    """A predict route: body cap and time-out while the body is read, then the in-flight gate.
 
     This runs outside FastAPI's dependency injection (before the body exists), so it calls
     the dependency functions directly.
@@ -127,7 +158,10 @@ class PredictRoute(APIRoute):
                     "Request too large",
                     f"the request body is {int(length):,} bytes; at most {cap:,} are accepted",
                 )
+            request = Request(request.scope, _capped(request.receive, cap))
+            form = await read_form(request, get_settings(request).body_timeout_s)
             if not runtime.gate.try_enter():
+                await form.close()
                 get_metrics(request).rejected.inc()
                 raise ProblemError(
                     503,
@@ -137,7 +171,7 @@ class PredictRoute(APIRoute):
                     headers={"Retry-After": "1"},
                 )
             try:
-                return await handler(Request(request.scope, _capped(request.receive, cap)))
+                return await handler(request)
             finally:
                 runtime.gate.leave()
 
@@ -208,19 +242,22 @@ def batch_error(filename: str | None, error: ProblemError) -> BatchError:
 
 
 def _inference_failed(error: Exception) -> ProblemError:
-    return ProblemError(
+    """The runtime's message goes to the log (`log_cause`), not to the caller."""
+    problem = ProblemError(
         500,
         "inference-failed",
         "Inference failed",
-        f"the model could not classify this image's faces: {error}",
+        "the model could not classify this image's faces; see the service log",
     )
+    problem.__cause__ = error
+    return problem
 
 
 def log_item_failure(request: Request, upload: UploadFile) -> None:
     """Log the exception being handled for one file of a batch; the others carry on."""
     log.exception(
         "processing %s failed (request %s)",
-        upload.filename,
+        escape(upload.filename),
         request_id_of(request),
     )
 
@@ -255,7 +292,9 @@ async def predict_one(
         results, ms = _timed_classify(model, [image], observe)
         drawn = None
         if picture is not None and image.rgb is not None and isinstance(results[0], np.ndarray):
-            drawn = encode(annotate(image.rgb, image.faces, results[0]), picture)
+            drawn = encode(
+                annotate(image.rgb, image.faces, results[0], settings.max_annotated_side), picture
+            )
             image.rgb = None
         return image, results[0], ms, drawn
 
@@ -401,6 +440,7 @@ async def predict_batch(
                 out.append(batch_image(upload.filename, item, result))
                 continue
             item = _inference_failed(result)
+            log_cause(item, request_id_of(request))
         metrics.image_errors.labels(item.slug).inc()
         out.append(batch_error(upload.filename, item))
     timing |= {"inference": inference_ms, "total": (time.perf_counter() - t0) * 1000.0}
@@ -422,3 +462,17 @@ def document_batch_limit(openapi: dict[str, Any], settings: Settings) -> None:
     files = openapi["components"]["schemas"][name]["properties"]["files"]
     files["description"] = _batch_files_description(settings.max_batch_files)
     files["maxItems"] = settings.max_batch_files
+    document_max_faces(openapi, settings)
+
+
+def document_max_faces(openapi: dict[str, Any], settings: Settings) -> None:
+    """Write max_faces_limit as the `maximum` of every ?max_faces= (in place): the bound is
+    a setting, so `Query(le=...)` at import time could only state the default."""
+    for methods in openapi["paths"].values():
+        for operation in methods.values():
+            for param in operation.get("parameters", []):
+                if param.get("name") == "max_faces" and param.get("in") == "query":
+                    schema = param["schema"]
+                    for option in schema.get("anyOf", [schema]):
+                        if option.get("type") == "integer":
+                            option["maximum"] = settings.max_faces_limit
