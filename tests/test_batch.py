@@ -123,7 +123,9 @@ def test_the_command_reads_a_manifest_or_a_glob(env, local_ray, folder, tmp_path
     assert {r[ERROR_COLUMN] is not None for r in pq.read_table(out).to_pylist()} == {True}
 
 
-def test_without_ray_the_message_names_the_extra(monkeypatch):
+def test_without_ray_the_message_names_the_extra(monkeypatch, folder, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"\.\[batch\]"):
         require_ray()
+    assert main(["batch", str(folder), str(tmp_path / "out.parquet")]) == 2
+    assert '".[batch]"' in capsys.readouterr().err
