@@ -9,8 +9,8 @@ photos of its batch itself, prepares them with `Analyzer.prepare` and sends ever
 batch through onnxruntime in one `classify` call, as `/predict/batch` does. The output has
 `emotion score`'s columns plus `error`; every input row appears in it exactly once: one row
 per face, or one row with no face fields (no face found; `error` empty) or with `error` set
-(an unreadable photo). An actor that dies is restarted by Ray and its batch scored again;
-rows of a batch reach the output only when the whole batch has returned, so never twice.
+(an unreadable photo). An actor that dies is restarted by Ray and its batch scored again
+from the start (tests/test_batch.py kills one and checks no photo is lost or repeated).
 
 Ray is the optional extra `batch` (`pip install -e ".[batch]"`); the service never imports it.
 """

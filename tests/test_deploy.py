@@ -208,6 +208,7 @@ def test_image_requirements_are_pinned_and_serving_only():
     assert {"onnxruntime", "mediapipe", "fastapi", "uvicorn", "matplotlib"} <= serving
     assert serving & OPENCV_DISTRIBUTIONS == {"opencv-contrib-python-headless"}
     assert "sounddevice" not in serving
+    assert "ray" not in serving  # the `batch` extra (emotion batch), never the image's
     train = pyproject()["project"]["optional-dependencies"]["train"]
     train_names = {canonicalize_name(Requirement(r).name) for r in train}
     assert train_names >= TRAINING_ONLY
