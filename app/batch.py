@@ -188,9 +188,9 @@ def run(
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="a folder, a glob, or a manifest (.csv/.parquet, a path column)")
     p.add_argument("output", help="Parquet file, one row per face (plus error rows)")
-    p.add_argument("--address", help="an existing Ray cluster (ray://head:10001); default: local")
-    p.add_argument("--actors", type=int, default=2, help="scoring actors, one CPU each (2)")
-    p.add_argument("--batch-size", type=int, default=16, help="photos per actor call (16)")
+    p.add_argument("--address", help="a Ray cluster (ray://head:10001); EMOTION_BATCH_ADDRESS")
+    p.add_argument("--actors", type=int, help="scoring actors, one CPU each; EMOTION_BATCH_ACTORS")
+    p.add_argument("--batch-size", type=int, help="photos per actor call; EMOTION_BATCH_SIZE")
     p.add_argument("--model", help="registered model (default: the registry's default)")
     p.add_argument("--detector", choices=get_args(DetectorChoice), default="auto")
     p.add_argument(
@@ -199,13 +199,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
+    from app.settings import Settings
+
+    settings = Settings()
     try:
         summary = run(
             args.input,
             args.output,
-            address=args.address,
-            actors=args.actors,
-            batch_size=args.batch_size,
+            address=args.address or settings.batch_address,
+            actors=args.actors or settings.batch_actors,
+            batch_size=args.batch_size or settings.batch_size,
             model=args.model,
             detector=args.detector,
             working_dir=args.working_dir,
