@@ -15,6 +15,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 from app.analyzer import Analyzer  # noqa: E402
 from app.batch import ERROR_COLUMN, Scorer, require_ray, run  # noqa: E402
+from app.batch import main as batch_main  # noqa: E402
 from app.cli import COLUMNS, main, rows  # noqa: E402
 from tests import images  # noqa: E402
 
@@ -127,5 +128,7 @@ def test_without_ray_the_message_names_the_extra(monkeypatch, folder, tmp_path, 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"\.\[batch\]"):
         require_ray()
-    assert main(["batch", str(folder), str(tmp_path / "out.parquet")]) == 2
-    assert '".[batch]"' in capsys.readouterr().err
+    paths = [str(folder), str(tmp_path / "out.parquet")]
+    assert main(["batch", *paths]) == 2  # emotion batch
+    assert batch_main(paths) == 2  # python -m app.batch
+    assert capsys.readouterr().err.count('".[batch]"') == 2
