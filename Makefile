@@ -1,5 +1,5 @@
 # Two entry points (see README): `make run` serves the shipped default model on :8000,
-# `make test` installs everything the tests need and runs lint + the whole test suite.
+# `make test` installs everything the tests need (Ray included) and runs lint + the whole test suite.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -16,7 +16,7 @@ serve-deps: $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 
 dev-deps: $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[train,dev]"
+	$(BIN)/python -m pip install -q -e ".[train,dev,batch]"
 
 # MediaPipe face-detector models: taken from the pinned mediapipe wheel, sha256-checked, cached.
 assets: $(BIN)/python

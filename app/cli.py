@@ -3,6 +3,7 @@
     emotion score photos/ more.jpg --out faces.csv          # one row per face (CSV or .jsonl)
     emotion score photos/ --format jsonl --annotate boxed/  # and the annotated pictures
     emotion video clip.mp4 --fps 2 --out frames.csv --summary people.json --annotate out.mp4
+    emotion batch photos/ faces.parquet --address ray://head:10001  # on Ray (app.batch)
     emotion serve --port 8000                               # what `python -m app` does
 
 `score` runs the service's own pipeline (`app.analyzer.Analyzer`) on two worker threads.
@@ -171,6 +172,12 @@ def video(args: argparse.Namespace) -> int:
     return 0
 
 
+def batch(args: argparse.Namespace) -> int:
+    from app.batch import command
+
+    return command(args)
+
+
 def serve(args: argparse.Namespace) -> int:
     from app.__main__ import main as serve_main
 
@@ -208,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--annotate", metavar="FILE.mp4", help="also write the annotated frames")
     _pipeline_arguments(d)
     d.set_defaults(func=video)
+    b = sub.add_parser("batch", help="score a folder, glob or manifest on Ray, into Parquet")
+    from app.batch import add_arguments  # argparse only: Ray is imported when it runs
+
+    add_arguments(b)
+    b.set_defaults(func=batch)
     v = sub.add_parser("serve", help="serve the HTTP API (as python -m app)")
     v.add_argument("--host", help="default: EMOTION_HOST (0.0.0.0)")
     v.add_argument("--port", type=int, help="default: EMOTION_PORT (8000)")

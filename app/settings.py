@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         "chunks of this size",
     )
 
+    # emotion batch (app/batch.py, on Ray)
+    batch_address: str | None = Field(
+        None, description="Ray cluster `emotion batch` joins (ray://head:10001); empty: a local Ray"
+    )
+    batch_actors: int = Field(2, gt=0, description="`emotion batch` scoring actors, one CPU each")
+    batch_size: int = Field(16, gt=0, description="photos per `emotion batch` actor call")
+
     # HTTP
     body_timeout_s: float = Field(
         60.0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -132,3 +133,24 @@ def many_page_tiff(pages: int) -> bytes:
             out += struct.pack("<HHI", tag, kind, 1) + struct.pack("<I", value)
         out += struct.pack("<I", nxt)
     return bytes(out)
+
+
+def photo_folder(root: Path, count: int, broken: int = 0) -> list[Path]:
+    """`count` varied photos under `root` (one face, three faces, none; turned, scaled;
+    JPEG and PNG, some in a subfolder) and `broken` files that are not images. Sorted."""
+    kinds = [astronaut_640x480(), group(), no_face(), astronaut()]
+    (root / "more").mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        rgb = kinds[i % len(kinds)]
+        if i % 3 == 1:
+            rgb = rotated(rgb, 8.0 * (i % 5 - 2))
+        fmt, suffix = ("PNG", "png") if i % 7 == 6 else ("JPEG", "jpg")
+        path = root / ("more" if i % 2 else "") / f"photo-{i:05d}.{suffix}"
+        path.write_bytes(encode(rgb, fmt, **({"quality": 70 + i % 25} if fmt == "JPEG" else {})))
+        paths.append(path)
+    for i in range(broken):
+        path = root / f"broken-{i}.jpg"
+        path.write_bytes(b"\xff\xd8 not really a jpeg" if i % 2 == 0 else b"")
+        paths.append(path)
+    return sorted(paths)

@@ -208,6 +208,7 @@ def test_image_requirements_are_pinned_and_serving_only():
     assert {"onnxruntime", "mediapipe", "fastapi", "uvicorn", "matplotlib"} <= serving
     assert serving & OPENCV_DISTRIBUTIONS == {"opencv-contrib-python-headless"}
     assert "sounddevice" not in serving
+    assert "ray" not in serving  # the `batch` extra (emotion batch), never the image's
     train = pyproject()["project"]["optional-dependencies"]["train"]
     train_names = {canonicalize_name(Requirement(r).name) for r in train}
     assert train_names >= TRAINING_ONLY
@@ -596,7 +597,11 @@ def test_compose_environment_is_real_settings(compose):
         for n in Settings.model_fields
         if n.startswith("detector_") and n.endswith("_path")
     }
-    assert SETTING_ENV - layout <= set(api_env), sorted(SETTING_ENV - layout - set(api_env))
+    # `emotion batch`'s own settings: the service never reads them.
+    batch = {env_name(n) for n in Settings.model_fields if n.startswith("batch_")}
+    unset = SETTING_ENV - layout - batch
+    assert unset <= set(api_env), sorted(unset - set(api_env))
+    assert not batch & set(api_env), "the service has no use for emotion batch's settings"
     assert not layout & set(api_env), "the image's own layout must not be overridden here"
 
 
