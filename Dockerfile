@@ -32,7 +32,7 @@ RUN python -m venv /opt/venv \
 
 FROM deps AS assets
 # Only the modules app.assets imports, so editing the service does not re-download the wheel.
-COPY app/__init__.py app/settings.py app/assets.py ./app/
+COPY app/__init__.py app/settings.py app/assets.py app/files.py ./app/
 RUN EMOTION_ASSETS_DIR=/opt/emotion/assets /opt/venv/bin/python -m app.assets \
  && /opt/venv/bin/python -m pip uninstall --yes --quiet pip setuptools
 

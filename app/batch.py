@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
-from app.cli import COLUMNS, rows
+from app.face_table import COLUMNS, rows
 from app.labels import EMOTIONS
 from app.runtime import DetectorChoice
 

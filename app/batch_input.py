@@ -11,7 +11,7 @@ import glob
 from pathlib import Path
 from typing import Any
 
-from app.cli import IMAGE_SUFFIXES, image_files
+from app.face_table import IMAGE_SUFFIXES, image_files
 
 MANIFEST_SUFFIXES = {".csv", ".parquet"}
 PATH_COLUMNS = ("path", "file")

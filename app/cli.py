@@ -17,45 +17,13 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO, get_args
 
+from app.face_table import COLUMNS, image_files, rows
 from app.labels import EMOTIONS
 from app.runtime import DetectorChoice
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-COLUMNS = ["file", "face", "x", "y", "width", "height", "score", "emotion", *EMOTIONS]
-
-
-def image_files(paths: Iterable[str]) -> Iterator[Path]:
-    """The files given, and every image file below the folders given, in sorted order."""
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            yield from sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-        else:
-            yield path
-
-
-def rows(path: Path, result) -> list[dict]:
-    return [
-        {
-            "file": str(path),
-            "face": i,
-            "x": f.box.x,
-            "y": f.box.y,
-            "width": f.box.width,
-            "height": f.box.height,
-            "score": None if f.score is None else round(f.score, 4),
-            "emotion": f.emotion,
-            **{e: round(p, 4) for e, p in f.probabilities.items()},
-        }
-        for i, f in enumerate(result.faces)
-    ]
 
 
 class Writer:

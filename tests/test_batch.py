@@ -16,7 +16,8 @@ pq = pytest.importorskip("pyarrow.parquet")
 from app.analyzer import Analyzer  # noqa: E402
 from app.batch import ERROR_COLUMN, Scorer, require_ray, run  # noqa: E402
 from app.batch import main as batch_main  # noqa: E402
-from app.cli import COLUMNS, main, rows  # noqa: E402
+from app.cli import main  # noqa: E402
+from app.face_table import COLUMNS, rows  # noqa: E402
 from tests import images  # noqa: E402
 
 PHOTOS, BROKEN = 30, 3
