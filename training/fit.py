@@ -68,8 +68,7 @@ class ProgressSchedule(keras.callbacks.Callback):
 
     Progress is the larger of the step fraction and the time-budget fraction, so a run
     that is cut short by `--time-budget` still ends with an annealed learning rate
-    instead of stopping at a high one. The caller's warm-up is two epochs, or a fifth of
-    a short fine-tune so that most of it is not spent warming up.
+    instead of stopping at a high one.
     """
 
     def __init__(
@@ -367,7 +366,7 @@ def train(opts: TrainOptions) -> Path:
         ProgressSchedule(
             peak_lr,
             epochs * steps,
-            min(2 * steps, epochs * steps // 5) if optimizer.endswith("cosine") else 0,
+            2 * steps if optimizer.endswith("cosine") else 0,
             opts.time_budget_s,
             elapsed,
             cosine=optimizer.endswith("cosine"),
