@@ -159,7 +159,10 @@ def _gaussian_blur(images, sigma: float):
 
 NONE = AugmentConfig()
 # The study's ImageDataGenerator settings: rotation, shifts, zoom, shear, horizontal flip.
-STUDY = AugmentConfig(flip=True, rotation_deg=10, shift=0.1, zoom=0.1, shear=0.1)
+# The study's ImageDataGenerator draws each face's transforms as one affine map.
+STUDY = AugmentConfig(
+    flip=True, rotation_deg=10, shift=0.1, zoom=0.1, shear=0.1, one_resampling=True
+)
 # The project's own recipe: the study's transforms without shear, plus random erasing.
 STANDARD = AugmentConfig(flip=True, rotation_deg=10, shift=0.1, zoom=0.1, erasing=0.5)
 # For faces found in photos: a little more pose (rotation, shear), the photo degradations of

@@ -304,7 +304,7 @@ def train(opts: TrainOptions) -> Path:
     )
 
     recorded = config.options  # a resumed run keeps the teacher it started with
-    augment = replace(augment, one_resampling=recorded.one_resampling)
+    augment = replace(augment, one_resampling=augment.one_resampling or recorded.one_resampling)
     if tf_data:
         trainer, fit_data = (
             model,
