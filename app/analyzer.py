@@ -87,6 +87,7 @@ class Analyzer:
             max_faces or settings.max_faces,
             settings.max_pixels,
             settings.max_jpeg_scans,
+            settings.decode_side,
         )
 
     def prepare(self, image: ImageInput, keep_rgb: bool = False) -> PreparedImage:

@@ -15,10 +15,11 @@ keypoints converted from normalized to pixel coordinates.
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -86,6 +87,22 @@ def clip_box(x: float, y: float, w: float, h: float, width: int, height: int) ->
     return Box(x0, y0, x1 - x0, y1 - y0)
 
 
+def scaled(face: Face, fx: float, fy: float, width: int, height: int) -> Face:
+    """The face found in a resized copy of a photo, in the photo's own `width` x `height`
+    pixels (`fx`, `fy`: photo pixels per copy pixel)."""
+    b = face.box
+    x, y, w, h = face.frame or (b.x, b.y, b.width, b.height)
+    frame = (x * fx, y * fy, w * fx, h * fy)
+    box = clip_box(*frame, width, height)
+    keypoints = {k: (x * fx, y * fy) for k, (x, y) in face.keypoints.items()}
+    return replace(
+        face,
+        box=box or b,  # never None: the face was inside the copy
+        frame=frame if face.frame is not None else None,
+        keypoints=keypoints,
+    )
+
+
 def _fit_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     """The image shrunk so that neither side exceeds max_side (unchanged if it fits)."""
     height, width = rgb.shape[:2]
@@ -122,16 +139,19 @@ def _import_mediapipe_vision():
 
 
 class FaceDetector:
-    """A MediaPipe Tasks face detector in IMAGE mode.
+    """One BlazeFace model as `instances` MediaPipe Tasks detectors in IMAGE mode.
 
-    A Tasks detector instance must not run two images at once, so `detect` holds a lock:
-    callers on several worker threads simply take turns on this instance.
+    A Tasks detector must not run two images at once and sends each call through its own
+    dispatcher thread, so one shared instance makes every worker wait its turn; each call
+    here borrows a free instance instead (the service loads one per worker thread).
     """
 
-    def __init__(self, model_path: Path, min_score: float = 0.5) -> None:
+    def __init__(self, model_path: Path, min_score: float = 0.5, instances: int = 1) -> None:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise FileNotFoundError(f"face detector model not found: {model_path}")
+        if instances < 1:
+            raise ValueError(f"a face detector needs at least one instance, got {instances}")
         mp, base_options, face_detector, running_mode = _import_mediapipe_vision()
         self._mp = mp
         self.model_path = model_path
@@ -141,8 +161,12 @@ class FaceDetector:
             min_detection_confidence=min_score,
             running_mode=running_mode.IMAGE,
         )
-        self._detector = face_detector.FaceDetector.create_from_options(options)
-        self._lock = threading.Lock()
+        self.instances = instances
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(instances):
+            self._free.put(face_detector.FaceDetector.create_from_options(options))
+        self._closing = threading.Lock()
+        self._closed = False
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """All faces in an RGB uint8 HxWx3 image, in the detector's order."""
@@ -155,10 +179,13 @@ class FaceDetector:
         )
         # Keypoints are normalized; boxes are in the pixels of what the detector saw.
         sx, sy = width / image.width, height / image.height
-        with self._lock:
-            if self._detector is None:
+        detector = self._free.get()
+        try:
+            if detector is None:
                 raise RuntimeError("face detector is closed")
-            result = self._detector.detect(image)
+            result = detector.detect(image)
+        finally:
+            self._free.put(detector)
         faces: list[Face] = []
         for det in result.detections:
             bb = det.bounding_box
@@ -175,11 +202,20 @@ class FaceDetector:
         return faces
 
     def close(self) -> None:
-        """Release the native detector now (its own finalizer is noisy at interpreter exit)."""
-        with self._lock:
-            detector, self._detector = self._detector, None
-        if detector is not None:
-            detector.close()
+        """Release the native detectors now (their own finalizer is noisy at interpreter exit).
+
+        Waits for calls in progress to hand their instance back; later calls raise.
+        """
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            for _ in range(self.instances):
+                detector = self._free.get()
+                if detector is not None:
+                    detector.close()
+            for _ in range(self.instances):
+                self._free.put(None)
 
     def __enter__(self) -> FaceDetector:
         return self

@@ -9,6 +9,7 @@ single poisoned image costs only its own result.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -17,10 +18,10 @@ from typing import Literal
 
 import numpy as np
 
-from app.align import align_crop
-from app.decode import DEFAULT_MAX_JPEG_SCANS, decode_image
+from app.align import FRAME_SIDE_PER_BOX, align_crop
+from app.decode import DEFAULT_MAX_JPEG_SCANS, decode_reduced
 from app.face_search import FaceSearch
-from app.faces import Face, FaceDetector, whole_image_face
+from app.faces import Face, FaceDetector, scaled, whole_image_face
 from app.inference import OnnxModel
 from app.labels import EMOTIONS
 from app.preprocess import InputSpec, prepare_batch
@@ -41,6 +42,8 @@ class Options:
     max_faces: int
     max_pixels: int
     max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
+    decode_side: int = 0
+    """Longer side that a large JPEG may be decoded down to (0: always in full)."""
 
 
 @dataclass
@@ -76,30 +79,53 @@ def prepare_image(
 ) -> PreparedImage:
     """Bytes to a model-ready batch of this image's faces (raises `ImageError` on bad input).
 
-    `keep_rgb` keeps the decoded photo on the result, for `/predict/annotated` to draw on.
+    A large JPEG is decoded at reduced size (`Options.decode_side`), which is all detection
+    needs; its faces are cropped from that copy unless an aligned crop would have to be
+    enlarged to the face size the model reads, then from a full decode. Boxes are in the
+    photo's own pixels either way. `keep_rgb` keeps the whole photo, for
+    `/predict/annotated` to draw on.
     """
+    decode = functools.partial(decode_reduced, data, options.max_pixels, options.max_jpeg_scans)
     t0 = time.perf_counter()
-    rgb = decode_image(data, options.max_pixels, options.max_jpeg_scans)
-    decode_ms = _ms(t0, time.perf_counter())
-    prepared = prepare_rgb(rgb, spec, options, keep_rgb)
-    prepared.timing = {"decode": decode_ms, **prepared.timing}  # in STAGES order
-    return prepared
+    rgb, (width, height) = decode(0 if keep_rgb else options.decode_side)
+    t1 = time.perf_counter()
+    faces = find_faces(rgb, options)
+    t2 = time.perf_counter()
+    source, source_faces = rgb, faces
+    if rgb.shape[:2] != (height, width):
+        fx, fy = width / rgb.shape[1], height / rgb.shape[0]
+        faces = [scaled(f, fx, fy, width, height) for f in source_faces]
+        if any(f.box.width * FRAME_SIDE_PER_BOX < spec.face_side for f in source_faces):
+            source, source_faces = decode(0)[0], faces
+    t3 = time.perf_counter()
+    timing = {"decode": _ms(t0, t1) + _ms(t2, t3), "detect": _ms(t1, t2)}
+    batch = _face_batch(source, source_faces, spec, timing)
+    return PreparedImage(width, height, faces, batch, timing, rgb if keep_rgb else None)
 
 
 def prepare_rgb(
     rgb: np.ndarray, spec: InputSpec, options: Options, keep_rgb: bool = False
 ) -> PreparedImage:
     """An already decoded RGB uint8 photo (the Python API's arrays) from detection on."""
-    t1 = time.perf_counter()
+    t0 = time.perf_counter()
     faces = find_faces(rgb, options)
-    t2 = time.perf_counter()
-    crops = [align_crop(rgb, f) for f in faces]
-    t3 = time.perf_counter()
-    batch = prepare_batch(crops, spec)
-    t4 = time.perf_counter()
+    timing = {"detect": _ms(t0, time.perf_counter())}
+    batch = _face_batch(rgb, faces, spec, timing)
     height, width = rgb.shape[:2]
-    timing = {"detect": _ms(t1, t2), "align": _ms(t2, t3), "preprocess": _ms(t3, t4)}
     return PreparedImage(width, height, faces, batch, timing, rgb if keep_rgb else None)
+
+
+def _face_batch(
+    rgb: np.ndarray, faces: list[Face], spec: InputSpec, timing: dict[str, float]
+) -> np.ndarray:
+    """The faces aligned and cropped from `rgb`, preprocessed into one batch; adds the
+    milliseconds of both steps to `timing`."""
+    t0 = time.perf_counter()
+    crops = [align_crop(rgb, f) for f in faces]
+    t1 = time.perf_counter()
+    batch = prepare_batch(crops, spec)
+    timing |= {"align": _ms(t0, t1), "preprocess": _ms(t1, time.perf_counter())}
+    return batch
 
 
 def classify(

@@ -43,6 +43,11 @@ class InputSpec:
         if self.color == "rgb" and self.channels != 3:
             raise ValueError("an rgb input needs 3 channels")
 
+    @property
+    def face_side(self) -> int:
+        """Pixels across the face as the model sees them (before any upscaling)."""
+        return self.source_size or self.height
+
 
 def normalization(mode: Normalization, channels: int) -> tuple[float, np.ndarray, bool]:
     """`(divisor, offset, to_bgr)`: the model input is `x[..., order] / divisor + offset`.

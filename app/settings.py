@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         description="most scans a progressive JPEG may hold (each is decoded over the whole "
         "image); more: 422 image-too-complex",
     )
+    decode_side: int = Field(
+        960,
+        ge=0,
+        description="a JPEG at least twice this long is decoded at 1/2, 1/4 or 1/8 size, "
+        "keeping this many pixels or more on its longer side (faces too small to crop from "
+        "that copy come from a full decode); 0: always decode in full",
+    )
     max_annotated_side: int = Field(
         2048,
         gt=0,

@@ -63,6 +63,15 @@ def group() -> np.ndarray:
     return canvas
 
 
+def group_1080p() -> np.ndarray:
+    """1920x1080, four copies of the astronaut's face side by side on a photo background."""
+    face = astronaut()[20:260, 110:350]
+    canvas = cv2.resize(no_face(), (1920, 1080), interpolation=cv2.INTER_LINEAR)
+    for x in (100, 560, 1020, 1480):
+        canvas[200:500, x : x + 300] = cv2.resize(face, (300, 300), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
 def rotated(rgb: np.ndarray, degrees: float) -> np.ndarray:
     """Rotated about the centre (counter-clockwise), borders reflected."""
     h, w = rgb.shape[:2]

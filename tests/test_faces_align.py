@@ -6,6 +6,7 @@ import math
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,21 @@ def test_closed_detector_refuses_work(assets_dir):
     detector.close()  # idempotent
     with pytest.raises(RuntimeError):
         detector.detect(images.astronaut())
+
+
+def test_instances_detect_side_by_side_with_the_same_answers(assets_dir, detectors):
+    """Worker threads each borrow an instance, so detection is no longer one call at a time,
+    and every instance answers as the single shared detector did."""
+    path = detector_model_path("full", Settings(assets_dir=assets_dir))
+    photos = [images.astronaut(), images.group(), images.no_face()] * 4
+    expected = [detectors["full"].detect(p) for p in photos]
+    with FaceDetector(path, instances=3) as pooled, ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(pooled.detect, photos)) == expected
+        assert pooled._free.qsize() == 3  # every instance handed back
+    with pytest.raises(RuntimeError, match="closed"):
+        pooled.detect(images.astronaut())
+    with pytest.raises(ValueError, match="instance"):
+        FaceDetector(path, instances=0)
 
 
 def test_missing_model_file_is_a_clear_error(tmp_path):

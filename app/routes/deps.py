@@ -120,6 +120,7 @@ class PredictQuery:
             max_faces,
             settings.max_pixels,
             settings.max_jpeg_scans,
+            settings.decode_side,
         )
 
 

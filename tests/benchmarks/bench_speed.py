@@ -1,0 +1,181 @@
+"""The service's speed table: each figure served over HTTP beside its in-process floor.
+
+    python tests/benchmarks/bench_speed.py              # starts `python -m app` on models/
+    python tests/benchmarks/bench_speed.py --rounds 3 --requests 200 --seconds 10
+
+Rows, each the median over --rounds rounds (one round runs every row in turn):
+  predict     POST /predict, the 640x480 one-face JPEG, sequential requests: p50 ms
+  batch       POST /predict/batch with 32 copies of it: faces per second
+  concurrent  32 clients posting it to /predict for --seconds: requests/s and p95 ms
+  1080p       POST /predict?detector=full, a 1920x1080 JPEG with four faces: p50 ms
+The floors run the same photos through `app.pipeline` in this process on one thread (decode,
+detect, align and preprocess, the model), with the served settings; the batch floor spreads
+that per-photo time over every CPU. Run it on an idle machine; compare variants in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # run as a script: make `tests` importable
+
+from tests import images  # noqa: E402
+from tests.servers import running_server  # noqa: E402
+
+GOALS = {"predict": "<= 7 ms", "batch": ">= 400 faces/s", "concurrent": "p95 <= 400 ms"}
+GOALS["1080p"] = "<= 20 ms"
+
+
+def photos() -> dict[str, bytes]:
+    return {
+        "640x480": images.encode(images.astronaut_640x480(), "JPEG", quality=90),
+        "1080p": images.encode(images.group_1080p(), "JPEG", quality=90),
+    }
+
+
+def floor_ms(analyzer, data: bytes, n: int) -> dict[str, float]:
+    """Median milliseconds per stage of the in-process pipeline, and their sum."""
+    from app.pipeline import prepare_image
+
+    stages: dict[str, list[float]] = {}
+    for i in range(n + 5):  # the first five warm up
+        prepared = prepare_image(data, analyzer.model.spec, analyzer.options)
+        t0 = time.perf_counter()
+        analyzer.model.predict(prepared.batch)
+        timing = prepared.timing | {"model": (time.perf_counter() - t0) * 1000}
+        if i >= 5:
+            for k, v in timing.items():
+                stages.setdefault(k, []).append(v)
+    medians = {k: statistics.median(v) for k, v in stages.items()}
+    return medians | {"total": sum(medians.values())}
+
+
+def sequential(http: httpx.Client, data: bytes, n: int, params: dict, faces: int) -> float:
+    """p50 client-side ms of n sequential POST /predict calls (after five warm-ups)."""
+    files = {"file": ("photo.jpg", data, "image/jpeg")}
+    latencies = []
+    for i in range(n + 5):
+        t0 = time.perf_counter()
+        r = http.post("/predict", files=files, params=params)
+        if i >= 5:
+            latencies.append((time.perf_counter() - t0) * 1000)
+        r.raise_for_status()
+        assert len(r.json()["faces"]) == faces, r.json()
+    return statistics.median(latencies)
+
+
+def batch_rate(http: httpx.Client, data: bytes, files: int, requests: int) -> float:
+    """Faces per second over `requests` POST /predict/batch calls of `files` copies."""
+    parts = [("files", (f"p{i}.jpg", data, "image/jpeg")) for i in range(files)]
+    http.post("/predict/batch", files=parts).raise_for_status()
+    faces, t0 = 0, time.perf_counter()
+    for _ in range(requests):
+        r = http.post("/predict/batch", files=parts)
+        r.raise_for_status()
+        faces += sum(len(x["faces"]) for x in r.json()["results"])
+    assert faces == files * requests, faces
+    return faces / (time.perf_counter() - t0)
+
+
+async def concurrent(url: str, data: bytes, clients: int, seconds: float) -> tuple[float, float]:
+    """(requests/s, p95 ms) of `clients` clients each posting to /predict in a loop."""
+    files = {"file": ("photo.jpg", data, "image/jpeg")}
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+        stop = time.perf_counter() + seconds
+
+        async def client() -> None:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                r = await http.post("/predict", files=files)
+                r.raise_for_status()
+                latencies.append((time.perf_counter() - t0) * 1000)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - t0
+    return len(latencies) / elapsed, float(np.percentile(latencies, 95))
+
+
+def one_round(url: str, data: dict[str, bytes], args: argparse.Namespace) -> dict[str, float]:
+    with httpx.Client(base_url=url, timeout=120) as http:
+        out = {
+            "predict": sequential(http, data["640x480"], args.requests, {}, 1),
+            "batch": batch_rate(http, data["640x480"], 32, args.batch_requests),
+            "1080p": sequential(http, data["1080p"], args.requests // 2, {"detector": "full"}, 4),
+        }
+    rate, p95 = asyncio.run(concurrent(url, data["640x480"], 32, args.seconds))
+    return out | {"concurrent_rate": rate, "concurrent_p95": p95}
+
+
+def floors(models_dir: Path, data: dict[str, bytes], n: int) -> dict[str, dict[str, float]]:
+    from app.analyzer import Analyzer
+    from app.settings import Settings
+
+    settings = Settings(models_dir=models_dir)
+    with Analyzer(settings=settings) as auto, Analyzer(detector="full", settings=settings) as full:
+        return {
+            "640x480": floor_ms(auto, data["640x480"], n),
+            "1080p": floor_ms(full, data["1080p"], n),
+        }
+
+
+def stages_text(floor: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in floor.items() if k != "total")
+
+
+def report(rounds: list[dict[str, float]], floor: dict[str, dict[str, float]]) -> None:
+    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+    cpus = len(os.sched_getaffinity(0))
+    small, large = floor["640x480"], floor["1080p"]
+    rows = [
+        ("`POST /predict`, 640x480, 1 face, p50", f"{med['predict']:.1f} ms",
+         f"{small['total']:.1f} ms ({stages_text(small)})", GOALS["predict"]),
+        ("`POST /predict/batch`, 32 photos", f"{med['batch']:.0f} faces/s",
+         f"{cpus * 1000 / small['total']:.0f} faces/s ({cpus} CPUs)", GOALS["batch"]),
+        ("32 concurrent clients on `/predict`",
+         f"{med['concurrent_rate']:.0f} req/s, p95 {med['concurrent_p95']:.0f} ms", "",
+         GOALS["concurrent"]),
+        ("1920x1080, 4 faces, `detector=full`, p50", f"{med['1080p']:.1f} ms",
+         f"{large['total']:.1f} ms ({stages_text(large)})", GOALS["1080p"]),
+    ]  # fmt: skip
+    print(f"\nmedians of {len(rounds)} rounds; {cpus} CPUs")
+    print("| | served | in-process floor | goal |\n|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models-dir", type=Path, default=REPO / "models")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=200, help="sequential, per round")
+    parser.add_argument("--batch-requests", type=int, default=5, help="per round")
+    parser.add_argument("--seconds", type=float, default=10.0, help="concurrent, per round")
+    parser.add_argument("--log", type=Path, help="keep the server's log here")
+    args = parser.parse_args(argv)
+    data = photos()
+    floor = floors(args.models_dir, data, args.requests)
+    env = {"EMOTION_MODELS_DIR": str(args.models_dir.resolve()), "EMOTION_LOG_LEVEL": "warning"}
+    with running_server(["app"], env, args.log, ready_within_s=180) as (_, url):
+        rounds = []
+        for i in range(args.rounds):
+            rounds.append(one_round(url, data, args))
+            print(f"round {i + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in rounds[-1].items()))
+    report(rounds, floor)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
