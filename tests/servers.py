@@ -32,8 +32,10 @@ def start_server(
     env: Mapping[str, str],
     log: Path | None = None,
     ready_within_s: float = 90.0,
+    cwd: Path = REPO,
 ) -> tuple[subprocess.Popen, str]:
-    """`python -m MODULE_ARGS --host 127.0.0.1 --port <free>`, with `env` over ours.
+    """`python -m MODULE_ARGS --host 127.0.0.1 --port <free>` in `cwd` (another checkout
+    serves its own code), with `env` over ours.
 
     Returns the process and its base URL once GET /readyz answers 200. Output goes to `log`
     (None: discarded). A server that exits or is not ready in time is stopped, and the
@@ -43,7 +45,7 @@ def start_server(
     cmd = [sys.executable, "-m", *module_args, "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "w") if log else open(os.devnull, "w") as out:
         proc = subprocess.Popen(
-            cmd, cwd=REPO, env=os.environ | dict(env), stdout=out, stderr=subprocess.STDOUT
+            cmd, cwd=cwd, env=os.environ | dict(env), stdout=out, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + ready_within_s
@@ -81,9 +83,10 @@ def running_server(
     env: Mapping[str, str],
     log: Path | None = None,
     ready_within_s: float = 90.0,
+    cwd: Path = REPO,
 ) -> Iterator[tuple[subprocess.Popen, str]]:
     """`start_server`, stopped on leaving the block."""
-    proc, url = start_server(module_args, env, log, ready_within_s)
+    proc, url = start_server(module_args, env, log, ready_within_s, cwd)
     try:
         yield proc, url
     finally:

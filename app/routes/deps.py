@@ -3,10 +3,14 @@
 The lifespan objects live on `app.state` (settings and metrics from `create_app`, the runtime
 from the lifespan); the `find_*`/`get_*` functions here are the only code that reads them, so
 handlers declare what they need instead of reaching into `request.app.state`.
+
+Every dependency is `async def` although none awaits anything: FastAPI runs a plain `def`
+dependency (or a class) on its thread pool, a thread hop per dependency per request.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request, params
@@ -21,26 +25,26 @@ from app.runtime import DetectorChoice, Runtime
 from app.settings import Settings
 
 
-def find_runtime(request: Request) -> Runtime | None:
+async def find_runtime(request: Request) -> Runtime | None:
     """The lifespan's `Runtime`; None while the service starts (or after it stopped)."""
     return getattr(request.app.state, "runtime", None)
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     """The lifespan's `Runtime`; 503 while the service is still starting."""
-    runtime = find_runtime(request)
+    runtime = await find_runtime(request)
     if runtime is None:
         raise ProblemError(503, "starting", "Service starting", "the service is still starting")
     return runtime
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was built with (`create_app`)."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     """The app's own metrics registry (one per app, see `app.metrics`)."""
     metrics: Metrics = request.app.state.metrics
     return metrics
@@ -64,39 +68,14 @@ def api_key_scheme(settings: Settings) -> list[params.Depends]:
     return [Depends(APIKeyHeader(name="X-API-Key", auto_error=False))]
 
 
+@dataclass(frozen=True)
 class PredictQuery:
-    """The query parameters every predict route shares."""
+    """The query parameters every predict route shares (read by `predict_query`)."""
 
-    def __init__(
-        self,
-        model: Annotated[
-            str | None, Query(description="registry name; default: the default model")
-        ] = None,
-        detector: Annotated[
-            DetectorChoice,
-            Query(
-                description="auto (full-range; where faces are small or none was found, also "
-                "short-range and full-range on four overlapping tiles), short-range (faces within ~2 m), full-range (small "
-                "or distant faces), or none (the whole image is one face)"
-            ),
-        ] = "auto",
-        fallback: Annotated[
-            Fallback,
-            Query(description="whole: when no face is found, classify the whole image as one face"),
-        ] = "none",
-        max_faces: Annotated[
-            int | None,
-            Query(
-                ge=1,
-                description="most faces returned per image, largest first; the default and "
-                "the upper bound come from the settings",
-            ),
-        ] = None,
-    ) -> None:
-        self.model = model
-        self.detector = detector
-        self.fallback = fallback
-        self.max_faces = max_faces
+    model: str | None
+    detector: DetectorChoice
+    fallback: Fallback
+    max_faces: int | None
 
     def options(self, runtime: Runtime) -> Options:
         """The pipeline options; called by the handler after the model is resolved, so an
@@ -124,7 +103,36 @@ class PredictQuery:
         )
 
 
-PredictQueryDep = Annotated[PredictQuery, Depends()]
+async def predict_query(
+    model: Annotated[
+        str | None, Query(description="registry name; default: the default model")
+    ] = None,
+    detector: Annotated[
+        DetectorChoice,
+        Query(
+            description="auto (full-range; where faces are small or none was found, also "
+            "short-range and full-range on four overlapping tiles), short-range (faces within "
+            "~2 m), full-range (small or distant faces), or none (the whole image is one face)"
+        ),
+    ] = "auto",
+    fallback: Annotated[
+        Fallback,
+        Query(description="whole: when no face is found, classify the whole image as one face"),
+    ] = "none",
+    max_faces: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            description="most faces returned per image, largest first; the default and "
+            "the upper bound come from the settings",
+        ),
+    ] = None,
+) -> PredictQuery:
+    """The predict routes' query, declared here for FastAPI to read and document."""
+    return PredictQuery(model, detector, fallback, max_faces)
+
+
+PredictQueryDep = Annotated[PredictQuery, Depends(predict_query)]
 
 
 def _query_names(dependant: Dependant) -> set[str]:
@@ -135,7 +143,7 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-def refuse_unknown_query(request: Request) -> None:
+async def refuse_unknown_query(request: Request) -> None:
     """422 for a query parameter the route does not take: a misspelt `detecter=full` must not
     quietly fall back to the default detector."""
     route = request.scope.get("route")

@@ -148,8 +148,9 @@ class PredictRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def gated(request: Request) -> Response:
-            runtime = get_runtime(request)
-            cap = self.body_cap(get_settings(request))
+            runtime = await get_runtime(request)
+            settings = await get_settings(request)
+            cap = self.body_cap(settings)
             length = request.headers.get("content-length", "")
             if length.isdigit() and int(length) > cap:
                 raise ProblemError(
@@ -159,10 +160,10 @@ class PredictRoute(APIRoute):
                     f"the request body is {int(length):,} bytes; at most {cap:,} are accepted",
                 )
             request = Request(request.scope, _capped(request.receive, cap))
-            form = await read_form(request, get_settings(request).body_timeout_s)
+            form = await read_form(request, settings.body_timeout_s)
             if not runtime.gate.try_enter():
                 await form.close()
-                get_metrics(request).rejected.inc()
+                (await get_metrics(request)).rejected.inc()
                 raise ProblemError(
                     503,
                     "overloaded",

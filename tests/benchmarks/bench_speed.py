@@ -2,6 +2,8 @@
 
     python tests/benchmarks/bench_speed.py              # starts `python -m app` on models/
     python tests/benchmarks/bench_speed.py --rounds 3 --requests 200 --seconds 10
+    python tests/benchmarks/bench_speed.py --variant "one-thread:EMOTION_INFERENCE_THREADS=1" \
+        --variant "before@/tmp/old-checkout:"      # servers side by side, rounds interleaved
 
 Rows, each the median over --rounds rounds (one round runs every row in turn):
   predict     POST /predict, the 640x480 one-face JPEG, sequential requests: p50 ms
@@ -10,7 +12,9 @@ Rows, each the median over --rounds rounds (one round runs every row in turn):
   1080p       POST /predict?detector=full, a 1920x1080 JPEG with four faces: p50 ms
 The floors run the same photos through `app.pipeline` in this process on one thread (decode,
 detect, align and preprocess, the model), with the served settings; the batch floor spreads
-that per-photo time over every CPU. Run it on an idle machine; compare variants in one run.
+that per-photo time over every CPU. Each --variant NAME[@CHECKOUT]:KEY=VALUE,... is one more
+server, with those environment variables and (after @) another checkout's code; every round
+measures each server in turn. Run it on an idle machine.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import os
 import statistics
 import sys
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -29,11 +35,29 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run as a script: make `tests` importable
 
+from app.settings import Settings  # noqa: E402
 from tests import images  # noqa: E402
 from tests.servers import running_server  # noqa: E402
 
 GOALS = {"predict": "<= 7 ms", "batch": ">= 400 faces/s", "concurrent": "p95 <= 400 ms"}
 GOALS["1080p"] = "<= 20 ms"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One server to measure: a name, the checkout it runs from, environment over ours."""
+
+    name: str
+    tree: Path = REPO
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """`NAME[@CHECKOUT]:KEY=VALUE,...`."""
+        head, _, pairs = text.partition(":")
+        name, _, tree = head.partition("@")
+        env = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+        return cls(name, Path(tree).resolve() if tree else REPO, env)
 
 
 def photos() -> dict[str, bytes]:
@@ -121,7 +145,6 @@ def one_round(url: str, data: dict[str, bytes], args: argparse.Namespace) -> dic
 
 def floors(models_dir: Path, data: dict[str, bytes], n: int) -> dict[str, dict[str, float]]:
     from app.analyzer import Analyzer
-    from app.settings import Settings
 
     settings = Settings(models_dir=models_dir)
     with Analyzer(settings=settings) as auto, Analyzer(detector="full", settings=settings) as full:
@@ -135,7 +158,7 @@ def stages_text(floor: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in floor.items() if k != "total")
 
 
-def report(rounds: list[dict[str, float]], floor: dict[str, dict[str, float]]) -> None:
+def report(name: str, rounds: list[dict[str, float]], floor: dict[str, dict[str, float]]) -> None:
     med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
     cpus = len(os.sched_getaffinity(0))
     small, large = floor["640x480"], floor["1080p"]
@@ -150,7 +173,7 @@ def report(rounds: list[dict[str, float]], floor: dict[str, dict[str, float]]) -
         ("1920x1080, 4 faces, `detector=full`, p50", f"{med['1080p']:.1f} ms",
          f"{large['total']:.1f} ms ({stages_text(large)})", GOALS["1080p"]),
     ]  # fmt: skip
-    print(f"\nmedians of {len(rounds)} rounds; {cpus} CPUs")
+    print(f"\n{name}: medians of {len(rounds)} rounds; {cpus} CPUs")
     print("| | served | in-process floor | goal |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
@@ -163,17 +186,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200, help="sequential, per round")
     parser.add_argument("--batch-requests", type=int, default=5, help="per round")
     parser.add_argument("--seconds", type=float, default=10.0, help="concurrent, per round")
-    parser.add_argument("--log", type=Path, help="keep the server's log here")
+    parser.add_argument(
+        "--variant",
+        type=Variant.parse,
+        action="append",
+        default=[],
+        metavar="NAME[@CHECKOUT]:KEY=VALUE,...",
+        help="another server to measure beside this checkout's defaults (repeatable)",
+    )
     args = parser.parse_args(argv)
     data = photos()
     floor = floors(args.models_dir, data, args.requests)
-    env = {"EMOTION_MODELS_DIR": str(args.models_dir.resolve()), "EMOTION_LOG_LEVEL": "warning"}
-    with running_server(["app"], env, args.log, ready_within_s=180) as (_, url):
-        rounds = []
+    base = {
+        "EMOTION_MODELS_DIR": str(args.models_dir.resolve()),
+        "EMOTION_ASSETS_DIR": str(Settings().assets_dir.resolve()),  # for other checkouts too
+        "EMOTION_LOG_LEVEL": "warning",
+    }
+    variants = [Variant("served"), *args.variant]
+    rounds: dict[str, list[dict[str, float]]] = {v.name: [] for v in variants}
+    with ExitStack() as stack:
+        urls = {
+            v.name: stack.enter_context(
+                running_server(["app"], base | v.env, ready_within_s=180, cwd=v.tree)
+            )[1]
+            for v in variants
+        }
         for i in range(args.rounds):
-            rounds.append(one_round(url, data, args))
-            print(f"round {i + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in rounds[-1].items()))
-    report(rounds, floor)
+            for name, url in urls.items():
+                rounds[name].append(one_round(url, data, args))
+                got = ", ".join(f"{k} {v:.1f}" for k, v in rounds[name][-1].items())
+                print(f"round {i + 1}, {name}: {got}", flush=True)
+    for name, measured in rounds.items():
+        report(name, measured, floor)
     return 0
 
 
