@@ -76,7 +76,10 @@ class Settings(BaseSettings):
 
     # Execution
     inference_threads: int = Field(
-        default_factory=_default_threads, gt=0, description="onnxruntime intra-op threads per model"
+        1,
+        gt=0,
+        description="onnxruntime intra-op threads per model call; the worker threads already "
+        "keep every core busy",
     )
     worker_threads: int = Field(
         default_factory=_default_threads,
