@@ -599,7 +599,7 @@ def test_a_default_model_missing_from_the_registry(make_client, tiny_models_dir,
     assert post(client, jpeg(), model="gray48").status_code == 200
 
 
-def test_each_worker_thread_has_a_detector_instance_of_its_own(client: TestClient) -> None:
+def test_each_worker_thread_has_a_detector_instance_of_its_own(client) -> None:
     runtime = client.app.state.runtime
     assert runtime.settings.worker_threads == 2
     assert {kind: d.instances for kind, d in runtime.detectors.items()} == {"short": 2, "full": 2}
