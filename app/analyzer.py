@@ -81,13 +81,8 @@ class Analyzer:
             if detector == "auto"
             else self._detectors.get(detector)
         )
-        self.options = Options(
-            finder,
-            "none",
-            max_faces or settings.max_faces,
-            settings.max_pixels,
-            settings.max_jpeg_scans,
-            settings.decode_side,
+        self.options = Options.from_settings(
+            finder, "none", max_faces or settings.max_faces, settings
         )
 
     def prepare(self, image: ImageInput, keep_rgb: bool = False) -> PreparedImage:

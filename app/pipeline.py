@@ -25,6 +25,7 @@ from app.faces import Face, FaceDetector, scaled, whole_image_face
 from app.inference import OnnxModel
 from app.labels import EMOTIONS
 from app.preprocess import InputSpec, prepare_batch
+from app.settings import Settings
 
 Fallback = Literal["none", "whole"]
 STAGES = ("decode", "detect", "align", "preprocess")
@@ -44,6 +45,24 @@ class Options:
     max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS
     decode_side: int = 0
     """Longer side that a large JPEG may be decoded down to (0: always in full)."""
+
+    @classmethod
+    def from_settings(
+        cls,
+        detector: FaceDetector | FaceSearch | None,
+        fallback: Fallback,
+        max_faces: int,
+        settings: Settings,
+    ) -> Options:
+        """The query's choices with the limits every entry point takes from the settings."""
+        return cls(
+            detector,
+            fallback,
+            max_faces,
+            settings.max_pixels,
+            settings.max_jpeg_scans,
+            settings.decode_side,
+        )
 
 
 @dataclass

@@ -74,14 +74,7 @@ def score_model(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(labels, probabilities with a row of zeros where missed, faces missed) over the folder."""
     labelled = read_labels(folder)
-    options = Options(
-        detector,
-        "none",
-        settings.max_faces_limit,
-        settings.max_pixels,
-        settings.max_jpeg_scans,
-        settings.decode_side,
-    )
+    options = Options.from_settings(detector, "none", settings.max_faces_limit, settings)
     by_photo: dict[str, list[int]] = {}
     for i, face in enumerate(labelled):
         by_photo.setdefault(face.path, []).append(i)

@@ -93,13 +93,8 @@ class PredictQuery:
                     }
                 ]
             )
-        return Options(
-            runtime.detector(self.detector),
-            self.fallback,
-            max_faces,
-            settings.max_pixels,
-            settings.max_jpeg_scans,
-            settings.decode_side,
+        return Options.from_settings(
+            runtime.detector(self.detector), self.fallback, max_faces, settings
         )
 
 
