@@ -176,11 +176,13 @@ def test_readme_annotated_example_is_labelled_by_the_default(shipped_client):
 
 
 def table_rows(text: str, heading: str) -> list[list[str]]:
+    """The body rows of the first table under `## heading` (later tables there are others)."""
     section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = section[section.index("\n|") + 1 :].split("\n\n", 1)[0].splitlines()
     return [
         [cell.strip() for cell in line.strip().strip("|").split("|")]
-        for line in section.splitlines()
-        if line.startswith("|") and not line.startswith("|---")
+        for line in lines
+        if not line.startswith("|---")
     ][1:]
 
 
