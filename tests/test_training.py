@@ -161,6 +161,39 @@ def test_train_48_evaluate_export_and_serve(fer_dir, tmp_path):
     ).stat().st_size / 2
     assert load_registry(models_dir).default.name == "tiny"  # not made default unless asked
     assert q.metrics["n"] == 28 and "quantized_from" in q.training  # 4 test faces per class
+    # An int8 file whose float32 source is gone can be quantized again: dequantized, its graph
+    # computes what the int8 graph computes (activation ranges, and the ReLU they hold, kept).
+    import onnx
+    import onnxruntime as ort
+
+    from training.dequantize import dequantize, is_quantized, largest_int8_weight
+
+    int8_graph = onnx.load(str(models_dir / "tiny-int8.onnx"))
+    assert "7-bit weights" in q.description and largest_int8_weight(int8_graph) == 64
+    float_graph = dequantize(int8_graph)
+    assert is_quantized(int8_graph) and not is_quantized(float_graph)
+    emulated = ort.SessionOptions()
+    emulated.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    faces = np.random.default_rng(1).uniform(0, 1, (16, 48, 48, 1)).astype(np.float32)
+    a, b = (
+        ort.InferenceSession(g.SerializeToString(), emulated).run(None, {"input": faces})[0]
+        for g in (int8_graph, float_graph)
+    )
+    np.testing.assert_allclose(a, b, atol=0.05)
+    again = quantize_registered(
+        tmp_path / "again",
+        "tiny-int8",
+        "tiny-int8",
+        fer_dir,
+        max_drop=1.0,
+        reports_dir=tmp_path / "r",
+        source_models_dir=models_dir,
+        version="1.0.1",
+    )
+    assert again.version == "1.0.1" and again.sha256 != q.sha256
+    assert again.training["quantized_from"] == q.training["quantized_from"]
+    assert "requantized from tiny-int8" in again.training["quantization"]
+    assert again.description.count("int8 (") == 1
     # The float32 source may stay in a registry of its own: only the int8 file ships.
     shipped = tmp_path / "shipped"
     quantize_registered(

@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--model", required=True, help="registered source model")
     q.add_argument("--name", required=True, type=model_name, help="name of the quantized model")
     q.add_argument("--replace", action="store_true", help="overwrite a registered NAME")
+    q.add_argument("--version", help="version of NAME (default: MODEL's)")
     q.add_argument("--data", required=True, help="calibration from train/, scoring on test/")
     q.add_argument("--models-dir", default="models", help="where NAME is written and registered")
     q.add_argument("--source-models-dir", help="where MODEL is registered (default: --models-dir)")

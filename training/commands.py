@@ -49,6 +49,7 @@ def quantize(args: argparse.Namespace) -> None:
         args.data,
         default=args.default,
         max_drop=args.max_drop,
+        version=args.version,
         reports_dir=args.reports_dir,
         replace=args.replace,
         source_models_dir=args.source_models_dir,

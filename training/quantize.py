@@ -4,6 +4,12 @@ int8 convolutions run several times faster than float32 on CPUs with VNNI, which
 keeps a face under a millisecond. Activation ranges are calibrated on faces from the
 training split (never test); the quantized model is then scored on test with the same
 evaluation code and refused if it loses more than `max_drop` accuracy.
+
+Weights are quantized to 7 bits (`reduce_range`). On x86 CPUs without VNNI (AVX2 only, or
+AVX-512 before VNNI), onnxruntime's uint8 x int8 kernels add pairs of products in 16-bit
+registers, which saturate with full 8-bit weights: the same file then answers differently,
+and worse, than on the machine that quantized it. With 7-bit weights no pair can overflow,
+so every CPU computes the same integers.
 """
 
 from __future__ import annotations
@@ -14,16 +20,19 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from app.files import sha256_file
 from app.preprocess import prepare_batch
 from app.registry import claim_name, load_registry, upsert
 from training.data import load_split
+from training.dequantize import dequantize, is_quantized, largest_int8_weight
 from training.evaluate import predict_onnx_file, write_evaluation
 from training.metrics import HEADLINE_KEYS
 from training.onnx_nodes import data_inputs
 
 CALIBRATION_FACES = 1024
+WEIGHT_BITS = 7
 
 
 def _calibration_reader(batches: list[np.ndarray], input_name: str):
@@ -43,6 +52,8 @@ def _calibration_reader(batches: list[np.ndarray], input_name: str):
 # temperature, softmax) stay float: quantizing them would round the logits and the returned
 # probabilities to 256 levels, for a negligible share of the compute.
 _LOGITS_NODE = re.compile(r"/logits(_\d+)?/")
+# What an int8 entry's description says of its quantization, replaced when it is requantized.
+_INT8_CLAUSE = re.compile(r"; int8 \(static QDQ.*$")
 
 
 def _head_nodes(model_path: Path) -> list[str]:
@@ -51,8 +62,6 @@ def _head_nodes(model_path: Path) -> list[str]:
     A cascade's later stages take faces by indices computed from the logits, but their
     convolutions are still to be quantized: index inputs do not count (`data_inputs`).
     """
-    import onnx
-
     head, tensors = [], set()
     for node in onnx.load(str(model_path)).graph.node:  # topologically sorted
         if _LOGITS_NODE.search(node.name) or tensors.intersection(data_inputs(node)):
@@ -73,12 +82,14 @@ def quantize_registered(
     seed: int = 0,
     replace: bool = False,
     source_models_dir: str | Path | None = None,
+    version: str | None = None,
 ):
     """Quantize registry entry `source` into `name`, evaluate it on test/, and register it.
 
     An existing `name` is only overwritten with `replace` (it stays the default if it was).
     `source_models_dir` (default `models_dir`) lets the float32 source stay out of the shipped
-    registry, for a graph only worth serving in int8 (the mirror-TTA ensemble).
+    registry, for a graph only worth serving in int8 (the mirror-TTA ensemble). `version`
+    (default: the source's) tells a requantized file from the one it replaces.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -102,7 +113,12 @@ def quantize_registered(
 
     out = models_dir / f"{name}.onnx"
     models_dir.mkdir(parents=True, exist_ok=True)
+    source_graph = onnx.load(str(src_path))
+    requantized = is_quantized(source_graph)
     with tempfile.TemporaryDirectory() as tmp:
+        if requantized:  # an int8 file whose float32 source is gone: start from its weights
+            src_path = Path(tmp) / "float.onnx"
+            onnx.save(dequantize(source_graph), str(src_path))
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src_path), str(pre), skip_symbolic_shape=True)
         quantize_static(
@@ -113,8 +129,13 @@ def quantize_registered(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
+            reduce_range=True,  # WEIGHT_BITS: see the module docstring
             nodes_to_exclude=_head_nodes(pre),
         )
+        if largest_int8_weight(onnx.load(str(Path(tmp) / "q.onnx"))) >= 2 ** (WEIGHT_BITS - 1) + 1:
+            raise RuntimeError(
+                f"weights beyond {WEIGHT_BITS} bits: onnxruntime's reduce_range changed"
+            )
         test, test_fp = load_split(data, "test")
         probs = predict_onnx_file(Path(tmp) / "q.onnx", src, test.x)
         accuracy = float(np.mean(probs.argmax(1) == test.y))
@@ -139,18 +160,27 @@ def quantize_registered(
     entry = src.model_copy(
         update={
             "name": name,
+            "version": version or src.version,
             "file": out.name,
             "sha256": sha256_file(out),
             "default": default,
-            "description": f"{src.description}; int8 (static QDQ, per-channel) quantization of {source}",
+            "description": f"{_INT8_CLAUSE.sub('', src.description)}; int8 (static QDQ, "
+            f"per-channel, {WEIGHT_BITS}-bit weights) quantization of {source}",
             # No temperature is refitted: the source's is already inside the graph.
             "metrics": {k: metrics[k] for k in (*HEADLINE_KEYS, "ece_before", "ece_after")}
             | {"dataset": src.metrics.get("dataset")},
             "training": src.training
             | {
-                "quantized_from": f"{source} {src.version} ({src.sha256[:12]})",
-                "quantization": f"onnxruntime static QDQ, uint8 activations, int8 per-channel weights, "
-                f"{len(x)} calibration faces from train/ ({fingerprint})",
+                "quantized_from": src.training["quantized_from"]
+                if requantized
+                else f"{source} {src.version} ({src.sha256[:12]})",
+                "quantization": f"onnxruntime static QDQ, uint8 activations, {WEIGHT_BITS}-bit per-channel weights, "
+                f"{len(x)} calibration faces from train/ ({fingerprint})"
+                + (
+                    f"; requantized from {source} {src.version} ({src.sha256[:12]})"
+                    if requantized
+                    else ""
+                ),
                 "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             },
         }
