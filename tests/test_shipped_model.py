@@ -98,3 +98,34 @@ def test_service_gives_the_evaluation_codes_probabilities(make_client, entry):
     )
     got = np.array([r.json()["faces"][0]["probabilities"][e] for e in EMOTIONS])
     np.testing.assert_allclose(got, expected[0], atol=5e-5 + 1e-5)
+
+
+INT8 = [e for e in SHIPPED if "quantization" in e.training]
+
+
+@pytest.mark.parametrize("entry", INT8, ids=lambda e: e.name)
+def test_int8_models_answer_alike_on_every_x86_cpu(entry):
+    """onnxruntime's int8 kernels compute what the graph's float emulation computes, here too.
+
+    Without VNNI, onnxruntime adds pairs of uint8 x int8 products in 16 bits, which overflow
+    with full 8-bit weights; with 7-bit weights no pair can, so every CPU gives the answers
+    measured on the machine that quantized the model.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    from app.preprocess import prepare_batch
+    from training.dequantize import largest_int8_weight
+
+    path = MODELS / entry.file
+    assert largest_int8_weight(onnx.load(str(path))) <= 64
+    faces = prepare_batch(face_crops(), entry.input.spec())
+    emulated = ort.SessionOptions()
+    emulated.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    kernels, floats = (
+        ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+        for o in (ort.SessionOptions(), emulated)
+    )
+    name = kernels.get_inputs()[0].name
+    got, expected = (s.run(None, {name: faces})[0] for s in (kernels, floats))
+    np.testing.assert_allclose(got, expected, atol=0.01)
