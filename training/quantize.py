@@ -132,7 +132,7 @@ def quantize_registered(
             reduce_range=True,  # WEIGHT_BITS: see the module docstring
             nodes_to_exclude=_head_nodes(pre),
         )
-        if largest_int8_weight(onnx.load(str(Path(tmp) / "q.onnx"))) >= 2 ** (WEIGHT_BITS - 1) + 1:
+        if largest_int8_weight(onnx.load(str(Path(tmp) / "q.onnx"))) > 2 ** (WEIGHT_BITS - 1):
             raise RuntimeError(
                 f"weights beyond {WEIGHT_BITS} bits: onnxruntime's reduce_range changed"
             )
@@ -171,7 +171,7 @@ def quantize_registered(
             | {"dataset": src.metrics.get("dataset")},
             "training": src.training
             | {
-                "quantized_from": src.training["quantized_from"]
+                "quantized_from": src.training.get("quantized_from", f"{source} {src.version}")
                 if requantized
                 else f"{source} {src.version} ({src.sha256[:12]})",
                 "quantization": f"onnxruntime static QDQ, uint8 activations, {WEIGHT_BITS}-bit per-channel weights, "
