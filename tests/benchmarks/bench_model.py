@@ -1,6 +1,6 @@
 """Per-face latency of ONNX models in onnxruntime at batch 1 and batch 32 (medians).
 
-    python tests/benchmarks/bench_model.py models/emonet-int8.onnx [more.onnx ...] [--threads 2] \
+    python tests/benchmarks/bench_model.py models/emonet-trio-int8.onnx [more.onnx ...] [--threads 2] \
         [--data ../shared/fer2013]
 
 Run it on an otherwise idle machine; it reports the median over many repetitions. With
