@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.files import sha256_file
+from app.int8_portability import cpu_flags, overflows_here, requantize_hint
 from app.labels import EMOTIONS
 from app.preprocess import prepare_batch
 from app.registry import ModelEntry, Registry, load_registry
@@ -231,6 +232,7 @@ class ModelCatalog:
         if not registry.models:
             self.registry_error = f"{self.models_dir / 'registry.json'} lists no models"
             log.error("%s", self.registry_error)
+        flags = cpu_flags()
         for entry in registry.models:
             state = ModelState(entry)
             try:
@@ -243,6 +245,8 @@ class ModelCatalog:
                     entry.version,
                     state.model.path,
                 )
+                if overflows_here(entry, flags):
+                    log.warning("%s", requantize_hint(entry))
             except ModelLoadError as e:
                 state.error = str(e)
                 log.error("model %s %s is unusable: %s", entry.name, entry.version, e)

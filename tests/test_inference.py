@@ -147,3 +147,31 @@ def test_registry_writes_are_validated_and_names_claimed_before_writing(tmp_path
         claim_name(tmp_path, "good", replace=False)
     with pytest.raises(ValueError, match="not a model name"):
         claim_name(tmp_path, "../x", replace=True)
+
+
+def test_an_int8_file_with_8_bit_weights_is_named_on_a_cpu_without_vnni(
+    tmp_path, caplog, monkeypatch
+):
+    """Such a file answers worse there than it was measured: the operator hears of it."""
+    from app import inference
+    from app.int8_portability import cpu_flags, requantize_hint
+
+    eight = {"quantization": "onnxruntime static QDQ, uint8 activations, int8 per-channel weights"}
+    seven = {"quantization": "onnxruntime static QDQ, uint8 activations, 7-bit per-channel weights"}
+    old = add_model(tmp_path, "old", GRAY48, default=True, training=eight)
+    new = add_model(tmp_path, "new", GRAY48, training=seven)
+    plain = add_model(tmp_path, "plain", GRAY48)
+    write_registry(tmp_path, [old, new, plain])
+    for flags, warned in [({"avx2", "fma"}, True), ({"avx2", "avx512_vnni"}, False), (None, False)]:
+        caplog.clear()
+        monkeypatch.setattr(inference, "cpu_flags", lambda flags=flags: flags)
+        catalog = ModelCatalog(Settings(models_dir=tmp_path, inference_threads=1))
+        assert all(s.model is not None for s in catalog.states.values())  # still served
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warnings == ([requantize_hint(old)] if warned else []), flags
+    assert "model old 0.0.1 has 8-bit int8 weights" in requantize_hint(old)
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx_vnni\n\nprocessor\t: 1\n")
+    assert cpu_flags(info) == {"fpu", "sse", "avx2", "avx_vnni"}
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd\n")  # ARM: no x86 kernels to overflow
+    assert cpu_flags(info) is None and cpu_flags(tmp_path / "none") is None
