@@ -42,5 +42,7 @@ def requantize_hint(entry: ModelEntry) -> str:
         f"model {entry.name} {entry.version} has 8-bit int8 weights and this CPU has no VNNI: "
         "onnxruntime's int8 kernels overflow here, so it answers worse than its measured "
         f"figures. Requantize it: python -m training quantize --model {entry.name} "
-        f"--name {entry.name} --version NEW --replace --data DATA"
+        f"--name {entry.name} --version NEW --replace --models-dir DIR --data FER2013_DIR "
+        "(a writable copy of the models folder; FER2013 in the Kaggle layout, for calibration "
+        "and scoring)"
     )

@@ -193,7 +193,9 @@ def test_train_48_evaluate_export_and_serve(fer_dir, tmp_path):
     assert again.version == "1.0.1" and again.sha256 != q.sha256
     assert again.training["quantized_from"] == q.training["quantized_from"]
     assert "requantized from tiny-int8" in again.training["quantization"]
-    assert again.description.count("int8 (") == 1
+    assert again.description.count("int8 (") == 1 and again.description.endswith("of tiny")
+    with pytest.raises(ValueError, match="already int8: give its requantized file a new"):
+        quantize_registered(tmp_path / "again", "tiny-int8", "tiny-int8", fer_dir, replace=True)
     # The float32 source may stay in a registry of its own: only the int8 file ships.
     shipped = tmp_path / "shipped"
     quantize_registered(

@@ -57,7 +57,8 @@ def _dequantized_weight(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]
 def _representable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]):
     """The float range [low, high] that an activation `QuantizeLinear` can represent."""
     scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-    zero = numpy_helper.to_array(inits[node.input[2]])
+    has_zero = len(node.input) > 2 and node.input[2]
+    zero = numpy_helper.to_array(inits[node.input[2]]) if has_zero else np.zeros((), np.uint8)
     if scale.size != 1:
         raise ValueError(f"{node.name}: per-channel activation quantization is not supported")
     info = np.iinfo(zero.dtype)
@@ -84,6 +85,8 @@ def dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
     weights: list[onnx.TensorProto] = []
     kept: list[onnx.NodeProto] = []
     for node in graph.node:
+        if node.op_type.startswith("QLinear") or node.op_type.startswith("ConvInteger"):
+            raise ValueError(f"{node.op_type}: only QDQ graphs can be dequantized")
         if node.op_type == "DequantizeLinear" and node.input[0] in inits:
             weight = _dequantized_weight(node, inits)
             weights.append(numpy_helper.from_array(weight, node.output[0]))

@@ -103,6 +103,12 @@ def quantize_registered(
     if src is None:
         raise KeyError(f"model {source!r} is not in {source_dir}/registry.json")
     src_path = source_dir / src.file
+    source_graph = onnx.load(str(src_path))
+    requantized = is_quantized(source_graph)
+    if requantized and version in (None, src.version):
+        raise ValueError(f"{source} is already int8: give its requantized file a new --version")
+    # What the int8 file came from (its float32 source), not the int8 file itself.
+    origin = src.training.get("quantized_from", source).split()[0] if requantized else source
     spec = src.input.spec()
     input_name = cpu_session(src_path).get_inputs()[0].name
 
@@ -113,8 +119,6 @@ def quantize_registered(
 
     out = models_dir / f"{name}.onnx"
     models_dir.mkdir(parents=True, exist_ok=True)
-    source_graph = onnx.load(str(src_path))
-    requantized = is_quantized(source_graph)
     with tempfile.TemporaryDirectory() as tmp:
         if requantized:  # an int8 file whose float32 source is gone: start from its weights
             src_path = Path(tmp) / "float.onnx"
@@ -165,7 +169,7 @@ def quantize_registered(
             "sha256": sha256_file(out),
             "default": default,
             "description": f"{_INT8_CLAUSE.sub('', src.description)}; int8 (static QDQ, "
-            f"per-channel, {WEIGHT_BITS}-bit weights) quantization of {source}",
+            f"per-channel, {WEIGHT_BITS}-bit weights) quantization of {origin}",
             # No temperature is refitted: the source's is already inside the graph.
             "metrics": {k: metrics[k] for k in (*HEADLINE_KEYS, "ece_before", "ece_after")}
             | {"dataset": src.metrics.get("dataset")},
