@@ -66,32 +66,42 @@ def match(labelled: Box, found: list[Box]) -> int | None:
     return int(np.argmax(scores))
 
 
-def score_model(
+def score_models(
     folder: Path,
-    model: OnnxModel,
+    models: list[OnnxModel],
     detector: FaceDetector | FaceSearch | None,
     settings: Settings,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(labels, probabilities with a row of zeros where missed, faces missed) over the folder."""
+) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
+    """(labels, each model's probabilities with a row of zeros where missed, faces missed each).
+
+    Each photo goes through the pipeline once per distinct model input, not once per model:
+    the faces found do not depend on the model, only their preprocessing does.
+    """
     labelled = read_labels(folder)
     options = Options.from_settings(detector, "none", settings.max_faces_limit, settings)
     by_photo: dict[str, list[int]] = {}
     for i, face in enumerate(labelled):
         by_photo.setdefault(face.path, []).append(i)
-    probs = np.zeros((len(labelled), len(EMOTIONS)))
-    missed = 0
-    for path, rows in by_photo.items():
-        prepared = prepare_image((folder / path).read_bytes(), model.spec, options)
-        result = classify(model, [prepared])[0]
-        if isinstance(result, Exception):
-            raise result
-        boxes = [f.box for f in prepared.faces]
-        for i in rows:
-            k = match(labelled[i].box, boxes)
-            if k is None:
-                missed += 1
-            else:
-                probs[i] = result[k]
+    probs = [np.zeros((len(labelled), len(EMOTIONS))) for _ in models]
+    missed = [0] * len(models)
+    for n, (path, rows) in enumerate(by_photo.items(), 1):
+        upload, prepared = (folder / path).read_bytes(), {}
+        for k, model in enumerate(models):
+            if model.spec not in prepared:
+                prepared[model.spec] = prepare_image(upload, model.spec, options)
+            image = prepared[model.spec]
+            result = classify(model, [image])[0]
+            if isinstance(result, Exception):
+                raise result
+            boxes = [f.box for f in image.faces]
+            for i in rows:
+                j = match(labelled[i].box, boxes)
+                if j is None:
+                    missed[k] += 1
+                else:
+                    probs[k][i] = result[j]
+        if n % 100 == 0 or n == len(by_photo):
+            print(f"photos: {n}/{len(by_photo)}", flush=True)
     return np.asarray([f.label for f in labelled]), probs, missed
 
 
@@ -161,9 +171,9 @@ def score_on_photos(
     )
     rows = []
     try:
-        for model in models:
+        y, all_probs, all_missed = score_models(folder, models, face_detector, settings)
+        for model, probs, missed in zip(models, all_probs, all_missed, strict=True):
             name, version = model.entry.name, model.entry.version
-            y, probs, missed = score_model(folder, model, face_detector, settings)
             m = metrics_with_misses(y, probs, missed)
             m |= {"model": name, "version": version, "detector": detector, "data": str(folder)}
             target = out / name
