@@ -66,15 +66,6 @@ def _representable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]):
     return low.reshape(()), high.reshape(())
 
 
-def _copies(messages: list) -> list:
-    out = []
-    for m in messages:
-        c = type(m)()
-        c.CopyFrom(m)
-        out.append(c)
-    return out
-
-
 def dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
     """A float32 copy of `model` with every quantize / dequantize step taken out."""
     result = onnx.ModelProto()
@@ -111,11 +102,8 @@ def dequantize(model: onnx.ModelProto) -> onnx.ModelProto:
             kept.append(helper.make_node("Identity", [source[out.name]], [out.name]))
     used = {name for node in kept for name in node.input}
     floats = [t for t in (*graph.initializer, *weights) if t.name in used]
-    kept, floats = _copies(kept), _copies(floats)  # before the fields they live in are cleared
-    del graph.node[:]
-    graph.node.extend(kept)
-    del graph.initializer[:]
-    graph.initializer.extend(floats)
-    del graph.value_info[:]  # shapes of removed tensors; inference redoes the rest
+    # A new graph (copies of what it is given), without the shapes of the removed tensors.
+    new = helper.make_graph(kept, graph.name, graph.input, graph.output, floats, graph.doc_string)
+    graph.CopyFrom(new)
     onnx.checker.check_model(result)
     return result
