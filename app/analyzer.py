@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image
 
 from app.annotate import annotate
-from app.assets import detector_model_path
 from app.face_search import FaceSearch
 from app.faces import Box, FaceDetector
 from app.inference import OnnxModel
@@ -72,10 +71,7 @@ class Analyzer:
             raise KeyError(f"no model {name!r} in {settings.models_dir} (registered: {known})")
         self.model = OnnxModel(entry, Path(settings.models_dir), settings.inference_threads)
         kinds = {"auto": ("full", "short"), "none": ()}.get(detector, (detector,))
-        self._detectors = {
-            kind: FaceDetector(detector_model_path(kind, settings), settings.detector_min_score)
-            for kind in kinds
-        }
+        self._detectors = {kind: FaceDetector.for_kind(kind, settings) for kind in kinds}
         finder = (
             FaceSearch(self._detectors["full"], self._detectors["short"])
             if detector == "auto"

@@ -1,33 +1,36 @@
-"""Face detection with MediaPipe's BlazeFace models through the Tasks API.
+"""Face detection with MediaPipe's BlazeFace models.
 
-MediaPipe 1.x only has the Tasks API (`mediapipe.tasks.python.vision.FaceDetector`). It
-runs both legacy files fetched by `app.assets`: the short-range model (faces within ~2 m,
-128x128 input) and the full-range *sparse* model (192x192 input, small/far faces). The Tasks
-graph reads the input size from the file and builds the matching anchors, so the full-range
-file works too; its sparse tensors only make LiteRT print "Sparsity tensors may not yet be
-fully supported" once per tensor at load (harmless: results match the dense model within a
-few pixels on our test photos).
+Both files fetched by `app.assets` run: the short-range model (faces within ~2 m, 128x128
+input) and the full-range *sparse* model (192x192 input, small/far faces). The engine is
+`app.blazeface` (the networks in LiteRT, in the caller's thread) or, with
+`engine="tasks"`, MediaPipe's Tasks API (`app.faces_tasks`); both give the same faces.
 
 Results come back as one `Face` per detection: a pixel box clipped to the image (what the
-API reports), the detector's unclipped box (what alignment frames from) and the six
-keypoints converted from normalized to pixel coordinates.
+API reports), the detector's box as MediaPipe reports it (what alignment frames from) and
+the six keypoints in pixels.
 """
 
 from __future__ import annotations
 
 import queue
-import sys
 import threading
-import types
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 
-# MediaPipe's bundled OpenCV aborts the whole process (not an exception) on an image with a
-# side of 32767 pixels or more (SHRT_MAX in its remap). The detector sees at most 192x192
-# anyway, so longer images are shrunk to this side first; boxes are scaled back.
+from app.assets import DetectorKind, detector_model_path
+from app.blazeface import BlazeFace
+from app.settings import Settings
+
+DetectorEngine = Literal["litert", "tasks"]
+
+# OpenCV's remap (here and inside MediaPipe) takes 16-bit source positions, so an image with
+# a side of 32767 pixels or more cannot be letterboxed (MediaPipe aborts the process). The
+# detector sees at most 192x192 anyway, so longer images are shrunk to this side first;
+# boxes are scaled back.
 MAX_DETECTION_SIDE = 16384
 
 # MediaPipe names its six BlazeFace keypoints in this order (the subject's right eye first,
@@ -113,92 +116,81 @@ def _fit_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
-def _import_mediapipe_vision():
-    """Import the Tasks detector without dragging in TensorFlow.
-
-    `mediapipe.tasks.python.core.optional_dependencies` imports TensorFlow (only for a doc
-    decorator) whenever it is installed, which costs seconds and hundreds of MB in a
-    development environment that also holds the training extras. Registering the no-op stub
-    mediapipe itself uses when TensorFlow is absent avoids that; if TensorFlow is already
-    imported (training), the real module is used.
-    """
-    name = "mediapipe.tasks.python.core.optional_dependencies"
-    if name not in sys.modules and "tensorflow" not in sys.modules:
-        stub = types.ModuleType(name)
-        doc_controls = types.SimpleNamespace(do_not_generate_docs=lambda fn: fn)
-        stub.doc_controls = doc_controls  # type: ignore[attr-defined]
-        sys.modules[name] = stub
-    import mediapipe as mp
-    from mediapipe.tasks.python.core.base_options import BaseOptions
-    from mediapipe.tasks.python.vision import face_detector
-    from mediapipe.tasks.python.vision.core.vision_task_running_mode import (
-        VisionTaskRunningMode,
-    )
-
-    return mp, BaseOptions, face_detector, VisionTaskRunningMode
-
-
 class FaceDetector:
-    """One BlazeFace model as `instances` MediaPipe Tasks detectors in IMAGE mode.
+    """One BlazeFace model as `instances` engines, for as many calls at once.
 
-    A Tasks detector must not run two images at once and sends each call through its own
-    dispatcher thread, so one shared instance makes every worker wait its turn; each call
-    here borrows a free instance instead (the service loads one per worker thread).
+    An engine holds one set of tensors and must not run two images at once, so one shared
+    instance would make every worker wait its turn; each call here borrows a free instance
+    instead (the service loads one per worker thread).
     """
 
-    def __init__(self, model_path: Path, min_score: float = 0.5, instances: int = 1) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        min_score: float = 0.5,
+        instances: int = 1,
+        engine: DetectorEngine = "litert",
+        threads: int = 1,
+    ) -> None:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise FileNotFoundError(f"face detector model not found: {model_path}")
         if instances < 1:
             raise ValueError(f"a face detector needs at least one instance, got {instances}")
-        mp, base_options, face_detector, running_mode = _import_mediapipe_vision()
-        self._mp = mp
+        if engine == "tasks":  # imported only when asked for: it loads all of mediapipe
+            from app.faces_tasks import TasksBlazeFace
         self.model_path = model_path
         self.min_score = min_score
-        options = face_detector.FaceDetectorOptions(
-            base_options=base_options(model_asset_path=str(model_path)),
-            min_detection_confidence=min_score,
-            running_mode=running_mode.IMAGE,
-        )
+        self.engine = engine
         self.instances = instances
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(instances):
-            self._free.put(face_detector.FaceDetector.create_from_options(options))
+            self._free.put(
+                TasksBlazeFace(model_path, min_score)
+                if engine == "tasks"
+                else BlazeFace(model_path, min_score, threads)
+            )
         self._closing = threading.Lock()
         self._closed = False
+
+    @classmethod
+    def for_kind(cls, kind: DetectorKind, settings: Settings, instances: int = 1) -> FaceDetector:
+        """The `kind` detector as the settings configure it (file, score, engine, threads)."""
+        return cls(
+            detector_model_path(kind, settings),
+            settings.detector_min_score,
+            instances,
+            settings.detector_engine,
+            settings.detector_threads,
+        )
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """All faces in an RGB uint8 HxWx3 image, in the detector's order."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.shape} {rgb.dtype}")
         height, width = rgb.shape[:2]
-        image = self._mp.Image(
-            image_format=self._mp.ImageFormat.SRGB,
-            data=np.ascontiguousarray(_fit_side(rgb, MAX_DETECTION_SIDE)),
-        )
-        # Keypoints are normalized; boxes are in the pixels of what the detector saw.
-        sx, sy = width / image.width, height / image.height
+        image = np.ascontiguousarray(_fit_side(rgb, MAX_DETECTION_SIDE))
+        # Boxes and keypoints come in the pixels of what the detector saw.
+        sx, sy = width / image.shape[1], height / image.shape[0]
         detector = self._free.get()
         try:
             if detector is None:
                 raise RuntimeError("face detector is closed")
-            result = detector.detect(image)
+            found = detector.detect(image)
         finally:
             self._free.put(detector)
         faces: list[Face] = []
-        for det in result.detections:
-            bb = det.bounding_box
-            frame = (bb.origin_x * sx, bb.origin_y * sy, bb.width * sx, bb.height * sy)
+        for det in found:
+            bx, by, bw, bh = det.box
+            frame = (bx * sx, by * sy, bw * sx, bh * sy)
             box = clip_box(*frame, width, height)
             if box is None:
                 continue
-            score = float(det.categories[0].score) if det.categories else 0.0
             keypoints = {
-                name: (float(kp.x) * width, float(kp.y) * height)
-                for name, kp in zip(KEYPOINT_NAMES, det.keypoints or [], strict=False)
+                name: (float(x) * sx, float(y) * sy)
+                for name, (x, y) in zip(KEYPOINT_NAMES, det.keypoints, strict=False)
             }
-            faces.append(Face(box=box, score=score, keypoints=keypoints, frame=frame))
+            faces.append(Face(box=box, score=det.score, keypoints=keypoints, frame=frame))
         return faces
 
     def close(self) -> None:

@@ -64,7 +64,7 @@ def _load_detector(kind: DetectorKind, settings: Settings) -> FaceDetector:
     path = detector_model_path(kind, settings)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; run `{FETCH_COMMAND}` to fetch it")
-    detector = FaceDetector(path, settings.detector_min_score, settings.worker_threads)
+    detector = FaceDetector.for_kind(kind, settings, settings.worker_threads)
     for _ in range(detector.instances):  # calls take the free instances in turn: warm each
         detector.detect(np.full((256, 256, 3), 127, dtype=np.uint8))
     return detector

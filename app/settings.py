@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     detector_min_score: float = Field(
         0.4, ge=0.0, le=1.0, description="minimum detection confidence"
     )
+    detector_engine: Literal["litert", "tasks"] = Field(
+        "litert",
+        description="how the detector files run: `litert` runs the networks directly in the "
+        "worker thread; `tasks` through MediaPipe's Tasks API (slower, the same faces)",
+    )
+    detector_threads: int = Field(
+        1,
+        gt=0,
+        description="LiteRT threads per detector call (engine litert); the worker threads "
+        "already keep every core busy",
+    )
 
     # Request limits
     max_upload_bytes: int = Field(

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from app.assets import detector_model_path
 from app.face_search import FaceSearch, iou
 from app.faces import Box, FaceDetector
 from app.inference import OnnxModel
@@ -162,7 +161,7 @@ def score_on_photos(
     folder, out = Path(folder), Path(out)
     settings = settings or Settings()
     loaded = {
-        kind: FaceDetector(detector_model_path(kind, settings), settings.detector_min_score)
+        kind: FaceDetector.for_kind(kind, settings)
         for kind in ("full", "short")
         if detector in (kind, "auto")
     }

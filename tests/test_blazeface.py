@@ -1,0 +1,111 @@
+"""BlazeFace run directly (`app.blazeface`) against MediaPipe's Tasks API on the same files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from app.analyzer import Analyzer
+from app.blazeface import SPECS, letterbox, weighted_nms
+from app.faces import FaceDetector
+from app.settings import Settings
+from tests import images
+
+
+def _photos() -> dict[str, np.ndarray]:
+    """Sizes that scale by whole and by odd factors, up and down, wide and tall, and faces
+    cut by the photo's edge (whose boxes MediaPipe clamps)."""
+    astronaut = images.astronaut()
+    return {
+        "astronaut": astronaut,
+        "640x480": images.astronaut_640x480(),
+        "group": images.group(),
+        "1080p": images.group_1080p(),
+        "rotated": images.rotated(astronaut, 25),
+        "no face": images.no_face(),
+        "500x333": cv2.resize(astronaut, (500, 333), interpolation=cv2.INTER_AREA),
+        "333x611": cv2.resize(astronaut, (333, 611), interpolation=cv2.INTER_AREA),
+        "97x61": cv2.resize(astronaut, (97, 61), interpolation=cv2.INTER_AREA),
+        "cut at the top left": np.ascontiguousarray(astronaut[115:, 210:]),
+        "cut at the bottom": np.ascontiguousarray(astronaut[:150, 60:460]),
+    }
+
+
+@pytest.fixture(scope="module", params=["short", "full"])
+def engines(request, assets_dir) -> Iterator[tuple[FaceDetector, FaceDetector]]:
+    settings = Settings(assets_dir=assets_dir)
+    tasks = settings.model_copy(update={"detector_engine": "tasks"})
+    pair = (
+        FaceDetector.for_kind(request.param, settings),
+        FaceDetector.for_kind(request.param, tasks),
+    )
+    yield pair
+    for detector in pair:
+        detector.close()
+
+
+@pytest.mark.parametrize("name", list(_photos()))
+def test_the_same_faces_as_the_tasks_api(engines, name):
+    direct, tasks = engines
+    assert (direct.engine, tasks.engine) == ("litert", "tasks")
+    photo = _photos()[name]
+    expected, found = tasks.detect(photo), direct.detect(photo)
+    assert len(found) == len(expected)
+    assert found or name in ("no face", "cut at the top left")  # the full-range model misses it
+    for ours, theirs in zip(found, expected, strict=True):
+        assert ours.box == theirs.box and ours.frame == theirs.frame
+        assert ours.score == pytest.approx(theirs.score, abs=1e-5)
+        assert list(ours.keypoints) == list(theirs.keypoints)
+        for key, point in theirs.keypoints.items():
+            assert ours.keypoints[key] == pytest.approx(point, abs=1e-3)
+
+
+def test_the_service_answers_alike_with_either_engine(assets_dir):
+    """The same faces and emotions through the whole pipeline (default model, auto search)."""
+    settings = Settings(assets_dir=assets_dir)
+    photo = images.group_1080p()
+    results = []
+    for engine in ("litert", "tasks"):
+        with Analyzer(settings=settings.model_copy(update={"detector_engine": engine})) as a:
+            results.append(a.predict(photo))
+    direct, tasks = results
+    assert len(direct.faces) == len(tasks.faces) >= 4
+    for ours, theirs in zip(direct.faces, tasks.faces, strict=True):
+        assert ours.box == theirs.box and ours.emotion == theirs.emotion
+        for emotion, p in theirs.probabilities.items():
+            assert ours.probabilities[emotion] == pytest.approx(p, abs=1e-4)
+
+
+def test_anchor_layouts_match_the_networks_outputs():
+    short, full = SPECS[128].anchors(), SPECS[192].anchors()
+    assert short.shape == (896, 2) and full.shape == (2304, 2)
+    # short range: 16x16 cells of 2 anchors, then 8x8 cells of 6, row by row
+    assert short[0] == pytest.approx([0.5 / 16, 0.5 / 16])
+    assert short[2] == pytest.approx([1.5 / 16, 0.5 / 16])
+    assert short[512] == pytest.approx([0.5 / 8, 0.5 / 8])
+    assert short[518] == pytest.approx([1.5 / 8, 0.5 / 8])
+    assert full[48] == pytest.approx([0.5 / 48, 1.5 / 48])
+
+
+def test_overlapping_detections_merge_by_score():
+    probs = np.array([0.6, 0.9, 0.5])
+    boxes = np.array([[0.12, 0.1, 0.2, 0.2], [0.1, 0.1, 0.2, 0.2], [0.6, 0.6, 0.2, 0.2]])
+    keypoints = np.stack([np.full((6, 2), v) for v in (0.3, 0.2, 0.7)])
+    best, other = weighted_nms(probs, boxes, keypoints)
+    assert best.score == pytest.approx(0.9) and other.score == pytest.approx(0.5)
+    assert best.box[0] == pytest.approx((0.1 * 0.9 + 0.12 * 0.6) / 1.5)
+    assert best.box[2] == pytest.approx(0.2)
+    assert best.keypoints == pytest.approx(np.full((6, 2), (0.2 * 0.9 + 0.3 * 0.6) / 1.5))
+    assert other.box == pytest.approx((0.6, 0.6, 0.2, 0.2))
+
+
+def test_letterbox_centres_the_photo_with_a_zero_border():
+    photo = np.full((100, 200, 3), 255, np.uint8)
+    tensor, square = letterbox(photo, 128)
+    assert tensor.shape == (1, 128, 128, 3) and tensor.dtype == np.float32 and square == 200
+    column = tensor[0, :, 64, 0]
+    assert column[0] == -1.0 and column[-1] == -1.0  # zero pixels, as [-1, 1]
+    assert (column[40:88] == 1.0).all()  # the photo, 64 rows high, in the middle
