@@ -25,6 +25,8 @@ SCORE_CLIP = 100.0
 # OpenCV 4's warp: positions in 1/32 pixel, rows computed in blocks of 64 output pixels.
 _SUBPIXELS = 32
 _WARP_BLOCK = 64
+# cv2.remap's source positions are 16-bit.
+_REMAP_LIMIT = 32767
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,7 @@ class Detection:
     keypoints: np.ndarray
 
 
-@functools.lru_cache(maxsize=32)
-def _letterbox_maps(width: int, height: int, side: int) -> tuple[np.ndarray, np.ndarray, float]:
+def letterbox_maps(width: int, height: int, side: int) -> tuple[np.ndarray, np.ndarray, float]:
     """`cv2.remap` maps that letterbox a `width` x `height` photo exactly as MediaPipe does.
 
     MediaPipe warps with OpenCV 4's `warpPerspective` (bilinear), which rounds each source
@@ -87,6 +88,8 @@ def _letterbox_maps(width: int, height: int, side: int) -> tuple[np.ndarray, np.
     These maps hold the same 1/32-pixel positions, in `cv2.remap`'s fixed-point form.
     Returns the two maps and the side of the square (in photo pixels) the input shows.
     """
+    if max(width, height) >= _REMAP_LIMIT:
+        raise ValueError(f"a {width}x{height} image is too large to letterbox; shrink it first")
     square = float(max(width, height))
     corners = cv2.boxPoints(((width / 2.0, height / 2.0), (square, square), 0.0))
     target = np.array([[0, side], [0, 0], [side, 0], [side, side]], dtype=np.float32)
@@ -109,17 +112,13 @@ def _letterbox_maps(width: int, height: int, side: int) -> tuple[np.ndarray, np.
     return positions, fractions, square
 
 
-def letterbox(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
-    """The photo centred in a `side` x `side` square, scaled to fit, zero outside it.
-
-    Returns the network input (1, side, side, 3) in [-1, 1] and the square's side in photo
-    pixels, which maps detections back.
-    """
-    height, width = rgb.shape[:2]
-    positions, fractions, square = _letterbox_maps(width, height, side)
+def letterbox(rgb: np.ndarray, maps: tuple[np.ndarray, np.ndarray, float]) -> np.ndarray:
+    """The photo centred in the network's square input, scaled to fit, zero outside it:
+    (1, side, side, 3) in [-1, 1]. `maps` are `letterbox_maps` for the photo's size."""
+    positions, fractions, _ = maps
     warped = cv2.remap(rgb, positions, fractions, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     tensor = warped.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
-    return tensor[None], square
+    return tensor[None]
 
 
 def decode(
@@ -130,7 +129,10 @@ def decode(
     logits = np.clip(scores.reshape(-1), -SCORE_CLIP, SCORE_CLIP)
     with np.errstate(over="ignore"):  # exp(100) overflows float32 to inf: a score of 0
         probs = 1.0 / (1.0 + np.exp(-logits))
-    keep = np.flatnonzero(probs >= min_score)
+    # As MediaPipe: boxes of negative size or with a NaN are no detections (nor are
+    # infinite values, which the weighted mean could not average).
+    valid = (raw[:, 2] >= 0) & (raw[:, 3] >= 0) & np.isfinite(raw).all(axis=1)
+    keep = np.flatnonzero((probs >= min_score) & valid)
     if keep.size == 0:
         return []
     raw, probs, centre = raw[keep] / side, probs[keep], anchors[keep]
@@ -163,6 +165,7 @@ def weighted_nms(probs: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray) ->
     while order.size:
         best = order[0]
         overlap = _iou(boxes[best], boxes[order]) > SUPPRESSION_IOU
+        overlap[0] = True  # its own group even when it has no area: every pass removes it
         group = order[overlap]
         weights = probs[group][:, None]
         total = weights.sum()
@@ -195,11 +198,18 @@ class BlazeFace:
         outputs = sorted(self._interpreter.get_output_details(), key=lambda d: -d["shape"][-1])
         self._regressors, self._scores = (d["index"] for d in outputs)
         self._anchors = SPECS[self.side].anchors()
+        # Photos often come in a few sizes (one camera, one app): the maps are kept per size.
+        self._maps = functools.lru_cache(maxsize=16)(
+            functools.partial(letterbox_maps, side=self.side)
+        )
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Faces in an RGB uint8 photo, best first, in its pixels."""
+        if self._interpreter is None:
+            raise RuntimeError("face detector is closed")
         height, width = rgb.shape[:2]
-        tensor, square = letterbox(rgb, self.side)
+        maps = self._maps(width, height)
+        tensor, square = letterbox(rgb, maps), maps[2]
         self._interpreter.set_tensor(self._input, tensor)
         self._interpreter.invoke()
         found = decode(
@@ -228,5 +238,5 @@ class BlazeFace:
         return faces
 
     def close(self) -> None:
-        """Drop the interpreter (later calls fail); LiteRT frees it with the object."""
-        del self._interpreter
+        """Drop the interpreter now rather than with the object; later calls fail."""
+        self._interpreter = None

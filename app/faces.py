@@ -16,16 +16,14 @@ import queue
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from app.assets import DetectorKind, detector_model_path
-from app.blazeface import BlazeFace
-from app.settings import Settings
-
-DetectorEngine = Literal["litert", "tasks"]
+from app.blazeface import BlazeFace, Detection
+from app.settings import DetectorEngine, Settings
 
 # OpenCV's remap (here and inside MediaPipe) takes 16-bit source positions, so an image with
 # a side of 32767 pixels or more cannot be letterboxed (MediaPipe aborts the process). The
@@ -116,6 +114,25 @@ def _fit_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
+class Engine(Protocol):
+    """What runs one BlazeFace file: `app.blazeface.BlazeFace` or the Tasks API's."""
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]: ...
+
+    def close(self) -> None: ...
+
+
+def open_engine(engine: DetectorEngine, model_path: Path, min_score: float, threads: int) -> Engine:
+    """One engine instance; the Tasks API (and all of mediapipe) is imported only if asked for."""
+    if engine == "litert":
+        return BlazeFace(model_path, min_score, threads)
+    if engine == "tasks":
+        from app.faces_tasks import TasksBlazeFace
+
+        return TasksBlazeFace(model_path, min_score)
+    raise ValueError(f"unknown detector engine {engine!r}; expected litert or tasks")
+
+
 class FaceDetector:
     """One BlazeFace model as `instances` engines, for as many calls at once.
 
@@ -137,19 +154,13 @@ class FaceDetector:
             raise FileNotFoundError(f"face detector model not found: {model_path}")
         if instances < 1:
             raise ValueError(f"a face detector needs at least one instance, got {instances}")
-        if engine == "tasks":  # imported only when asked for: it loads all of mediapipe
-            from app.faces_tasks import TasksBlazeFace
         self.model_path = model_path
         self.min_score = min_score
         self.engine = engine
         self.instances = instances
-        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        self._free: queue.SimpleQueue[Engine | None] = queue.SimpleQueue()
         for _ in range(instances):
-            self._free.put(
-                TasksBlazeFace(model_path, min_score)
-                if engine == "tasks"
-                else BlazeFace(model_path, min_score, threads)
-            )
+            self._free.put(open_engine(engine, model_path, min_score, threads))
         self._closing = threading.Lock()
         self._closed = False
 

@@ -70,4 +70,5 @@ class TasksBlazeFace:
         return found
 
     def close(self) -> None:
+        """Stop the Tasks graph now (its own finalizer is noisy at interpreter exit)."""
         self._detector.close()

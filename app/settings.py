@@ -16,6 +16,9 @@ def _default_threads() -> int:
     )
 
 
+DetectorEngine = Literal["litert", "tasks"]
+
+
 class Settings(BaseSettings):
     """Every setting is an environment variable: `EMOTION_<FIELD NAME IN UPPER CASE>`."""
 
@@ -43,7 +46,7 @@ class Settings(BaseSettings):
     detector_min_score: float = Field(
         0.4, ge=0.0, le=1.0, description="minimum detection confidence"
     )
-    detector_engine: Literal["litert", "tasks"] = Field(
+    detector_engine: DetectorEngine = Field(
         "litert",
         description="how the detector files run: `litert` runs the networks directly in the "
         "worker thread; `tasks` through MediaPipe's Tasks API (slower, the same faces)",
