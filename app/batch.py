@@ -66,8 +66,12 @@ class Scorer:
 
     def __init__(self, model: str | None, detector: DetectorChoice) -> None:
         from app.analyzer import Analyzer
+        from app.settings import Settings
 
-        self.analyzer = Analyzer(model, detector)
+        settings = Settings()
+        if "detector_threads" not in settings.model_fields_set:  # Ray gives each actor 1 CPU
+            settings = settings.model_copy(update={"detector_threads": 1})
+        self.analyzer = Analyzer(model, detector, settings=settings)
 
     def read(self, file: str) -> bytes:
         return Path(file).read_bytes()

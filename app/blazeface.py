@@ -188,14 +188,19 @@ class BlazeFace:
         from ai_edge_litert.interpreter import Interpreter
 
         self.min_score = min_score
-        self._interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
-        self._interpreter.allocate_tensors()
-        (source,) = self._interpreter.get_input_details()
+        # One interpreter with one thread, and one with `threads` for calls made alone.
+        self._interpreters = [
+            Interpreter(model_path=str(model_path), num_threads=n) for n in sorted({1, threads})
+        ]
+        for interpreter in self._interpreters:
+            interpreter.allocate_tensors()
+        first = self._interpreters[0]
+        (source,) = first.get_input_details()
         self.side = int(source["shape"][1])
         if self.side not in SPECS:
             raise ValueError(f"{model_path} is not a BlazeFace model MediaPipe ships")
         self._input = source["index"]
-        outputs = sorted(self._interpreter.get_output_details(), key=lambda d: -d["shape"][-1])
+        outputs = sorted(first.get_output_details(), key=lambda d: -d["shape"][-1])
         self._regressors, self._scores = (d["index"] for d in outputs)
         self._anchors = SPECS[self.side].anchors()
         # Photos often come in a few sizes (one camera, one app): the maps are kept per size.
@@ -203,18 +208,22 @@ class BlazeFace:
             functools.partial(letterbox_maps, side=self.side)
         )
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Faces in an RGB uint8 photo, best first, in its pixels."""
-        if self._interpreter is None:
+    def detect(self, rgb: np.ndarray, alone: bool = False) -> list[Detection]:
+        """Faces in an RGB uint8 photo, best first, in its pixels.
+
+        `alone`: no other detection runs beside this call, so it may use every thread.
+        """
+        if not self._interpreters:
             raise RuntimeError("face detector is closed")
+        interpreter = self._interpreters[-1 if alone else 0]
         height, width = rgb.shape[:2]
         maps = self._maps(width, height)
         tensor, square = letterbox(rgb, maps), maps[2]
-        self._interpreter.set_tensor(self._input, tensor)
-        self._interpreter.invoke()
+        interpreter.set_tensor(self._input, tensor)
+        interpreter.invoke()
         found = decode(
-            self._interpreter.get_tensor(self._regressors),
-            self._interpreter.get_tensor(self._scores),
+            interpreter.get_tensor(self._regressors),
+            interpreter.get_tensor(self._scores),
             self._anchors,
             self.side,
             self.min_score,
@@ -238,5 +247,5 @@ class BlazeFace:
         return faces
 
     def close(self) -> None:
-        """Drop the interpreter now rather than with the object; later calls fail."""
-        self._interpreter = None
+        """Drop the interpreters now rather than with the object; later calls fail."""
+        self._interpreters = []

@@ -117,7 +117,7 @@ def _fit_side(rgb: np.ndarray, max_side: int) -> np.ndarray:
 class Engine(Protocol):
     """What runs one BlazeFace file: `app.blazeface.BlazeFace` or the Tasks API's."""
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]: ...
+    def detect(self, rgb: np.ndarray, alone: bool = False) -> list[Detection]: ...
 
     def close(self) -> None: ...
 
@@ -157,6 +157,7 @@ class FaceDetector:
         self.model_path = model_path
         self.min_score = min_score
         self.engine = engine
+        self.threads = threads
         self.instances = instances
         self._free: queue.SimpleQueue[Engine | None] = queue.SimpleQueue()
         for _ in range(instances):
@@ -187,7 +188,8 @@ class FaceDetector:
         try:
             if detector is None:
                 raise RuntimeError("face detector is closed")
-            found = detector.detect(image)
+            # Alone when every other instance is back in the pool: no detection beside it.
+            found = detector.detect(image, alone=self._free.qsize() >= self.instances - 1)
         finally:
             self._free.put(detector)
         faces: list[Face] = []

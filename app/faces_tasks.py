@@ -56,8 +56,9 @@ class TasksBlazeFace:
         )
         self._detector = face_detector.FaceDetector.create_from_options(options)
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Faces in an RGB uint8 photo, in its pixels, as the Tasks API reports them."""
+    def detect(self, rgb: np.ndarray, alone: bool = False) -> list[Detection]:
+        """Faces in an RGB uint8 photo, in its pixels, as the Tasks API reports them
+        (`alone` changes nothing: the Tasks graph has its own threads)."""
         height, width = rgb.shape[:2]
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
         found = []

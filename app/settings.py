@@ -52,10 +52,11 @@ class Settings(BaseSettings):
         "worker thread; `tasks` through MediaPipe's Tasks API (slower, the same faces)",
     )
     detector_threads: int = Field(
-        1,
+        2,
         gt=0,
-        description="LiteRT threads per detector call (engine litert); the worker threads "
-        "already keep every core busy",
+        description="LiteRT threads for a detector call made while no other detection runs "
+        "(engine litert); calls side by side take one thread each, as the worker threads "
+        "already keep every core busy (`emotion batch` actors: 1 unless set)",
     )
 
     # Request limits

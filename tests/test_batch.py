@@ -133,3 +133,14 @@ def test_without_ray_the_message_names_the_extra(monkeypatch, folder, tmp_path, 
     assert main(["batch", *paths]) == 2  # emotion batch
     assert batch_main(paths) == 2  # python -m app.batch
     assert capsys.readouterr().err.count('".[batch]"') == 2
+
+
+def test_an_actor_detects_on_its_one_cpu_unless_told_otherwise(env, monkeypatch):
+    """Ray reserves one CPU per actor, so its detector takes one LiteRT thread by default."""
+    scorer = Scorer(None, "full")
+    assert scorer.analyzer._detectors["full"].threads == 1
+    scorer.analyzer.close()
+    monkeypatch.setenv("EMOTION_DETECTOR_THREADS", "2")
+    scorer = Scorer(None, "full")
+    assert scorer.analyzer._detectors["full"].threads == 2
+    scorer.analyzer.close()

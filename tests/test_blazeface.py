@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.analyzer import Analyzer
-from app.blazeface import SPECS, decode, letterbox, letterbox_maps, weighted_nms
+from app.blazeface import SPECS, BlazeFace, decode, letterbox, letterbox_maps, weighted_nms
 from app.faces import FaceDetector, open_engine
 from app.settings import Settings
 from tests import images
@@ -144,3 +144,27 @@ def test_an_unknown_engine_is_refused(assets_dir):
     path = assets_dir / "face_detection_short_range.tflite"
     with pytest.raises(ValueError, match="engine"):
         open_engine("onnx", path, 0.5, 1)  # type: ignore[arg-type]
+
+
+def test_a_call_alone_may_use_every_thread(assets_dir, monkeypatch):
+    """With EMOTION_DETECTOR_THREADS=2 a call uses the two-thread interpreter only while no
+    other call is detecting, and both interpreters give the same faces."""
+    settings = Settings(assets_dir=assets_dir, detector_threads=2)
+    seen: list[bool] = []
+    detect = BlazeFace.detect
+
+    def spy(self, rgb, alone=False):
+        seen.append(alone)
+        return detect(self, rgb, alone)
+
+    monkeypatch.setattr(BlazeFace, "detect", spy)
+    photo = images.group()
+    with FaceDetector.for_kind("full", settings, instances=2) as detector:
+        alone = detector.detect(photo)
+        other = detector._free.get()  # another call in progress
+        beside = detector.detect(photo)
+        detector._free.put(other)
+    assert seen == [True, False]
+    assert len(alone) == len(beside) == 3
+    for a, b in zip(alone, beside, strict=True):
+        assert a.box == b.box and a.score == pytest.approx(b.score, abs=1e-6)
