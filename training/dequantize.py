@@ -40,25 +40,32 @@ def largest_int8_weight(model: onnx.ModelProto) -> int:
     )
 
 
-def _dequantized_weight(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> np.ndarray:
-    q = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
+def _scale_and_zero(
+    node: onnx.NodeProto, inits: dict[str, onnx.TensorProto], zero_dtype: type = np.uint8
+) -> tuple[np.ndarray, np.ndarray]:
+    """A Q or DQ node's scale (float32) and zero point (its own type; `zero_dtype` if absent)."""
     scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
     has_zero = len(node.input) > 2 and node.input[2]
-    zero = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32) if has_zero else 0.0
+    zero = numpy_helper.to_array(inits[node.input[2]]) if has_zero else np.zeros((), zero_dtype)
+    return scale, zero
+
+
+def _dequantized_weight(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> np.ndarray:
+    q = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
+    scale, zero = _scale_and_zero(node, inits, np.int8)
+    zero = zero.astype(np.float32)
     if scale.ndim == 1 and scale.size > 1:  # per channel, along `axis`
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % q.ndim
         shape = [1] * q.ndim
         shape[axis] = -1
         scale = scale.reshape(shape)
-        zero = zero.reshape(shape) if has_zero else zero
+        zero = zero.reshape(shape) if zero.size > 1 else zero
     return (q - zero) * scale
 
 
 def _representable(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]):
     """The float range [low, high] that an activation `QuantizeLinear` can represent."""
-    scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-    has_zero = len(node.input) > 2 and node.input[2]
-    zero = numpy_helper.to_array(inits[node.input[2]]) if has_zero else np.zeros((), np.uint8)
+    scale, zero = _scale_and_zero(node, inits)
     if scale.size != 1:
         raise ValueError(f"{node.name}: per-channel activation quantization is not supported")
     info = np.iinfo(zero.dtype)

@@ -84,17 +84,17 @@ def score_models(
     probs = [np.zeros((len(labelled), len(EMOTIONS))) for _ in models]
     missed = [0] * len(models)
     for n, (path, rows) in enumerate(by_photo.items(), 1):
-        upload, prepared = (folder / path).read_bytes(), {}
+        upload, passes = (folder / path).read_bytes(), {}
         for k, model in enumerate(models):
-            if model.spec not in prepared:
-                prepared[model.spec] = prepare_image(upload, model.spec, options)
-            image = prepared[model.spec]
+            if model.spec not in passes:  # the image and which face answers each label
+                image = prepare_image(upload, model.spec, options)
+                boxes = [f.box for f in image.faces]
+                passes[model.spec] = (image, [match(labelled[i].box, boxes) for i in rows])
+            image, matched = passes[model.spec]
             result = classify(model, [image])[0]
             if isinstance(result, Exception):
                 raise result
-            boxes = [f.box for f in image.faces]
-            for i in rows:
-                j = match(labelled[i].box, boxes)
+            for i, j in zip(rows, matched, strict=True):
                 if j is None:
                     missed[k] += 1
                 else:
