@@ -207,3 +207,9 @@ def test_cascade_command_picks_margins_then_evaluate_export_quantize_and_recover
     assert q.training["cascade"] == metrics["cascade"]
     back = recover(tmp_path / "models", "casc", fer, tmp_path / "rec")
     assert [r.name for r in back] == [r.name for r in runs]
+    # Its int8 file too, when it is all that is left: the same members on the int8 grid.
+    back8 = recover(tmp_path / "models", "casc-int8", fer, tmp_path / "rec8")
+    assert [r.name for r in back8] == [r.name for r in runs]
+    assert json.loads((back8[0] / "config.json").read_text())["recovered_from"].startswith(
+        "casc-int8 "
+    )

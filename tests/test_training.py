@@ -209,11 +209,20 @@ def test_train_48_evaluate_export_and_serve(fer_dir, tmp_path):
     )
     assert [m.name for m in load_registry(shipped).models] == ["tiny-int8"]
     assert sorted(p.name for p in shipped.iterdir()) == ["registry.json", "tiny-int8.onnx"]
-    from training.tools.recover import read_members
+    from training.tools.recover import float_graph, read_members
 
-    assert len(read_members(models_dir / "tiny.onnx")) == 1  # mirror TTA: one network, twice
-    with pytest.raises(RuntimeError, match="is int8; recover from the float32"):
-        read_members(models_dir / "tiny-int8.onnx")
+    def members(name: str) -> list:
+        return read_members(float_graph(models_dir / name), models_dir / name)
+
+    (network,) = members("tiny.onnx")  # mirror TTA: one network, twice
+    # The int8 file holds the same network, its weights on the int8 grid (per output channel,
+    # 64 steps each way) and its logits layer kept in float32.
+    (rounded,) = members("tiny-int8.onnx")
+    for (kernel, _), (kernel8, _) in zip(network.convs, rounded.convs, strict=True):
+        step = np.abs(kernel).max(axis=(1, 2, 3), keepdims=True) / 64
+        assert np.all(np.abs(kernel8 - kernel) <= step / 2 + 1e-7)
+    for a, b in zip(network.logits, rounded.logits, strict=True):
+        np.testing.assert_array_equal(a, b)
 
     # A registered name is only overwritten when asked, and a replaced default stays default.
     again = dict(models_dir=models_dir, data=fer_dir, reports_dir=tmp_path / "reports")
@@ -717,11 +726,16 @@ def test_recover_matches_each_shipped_member_to_its_recorded_architecture():
     """emonet_deep and emonet_res have the same convolutions; only the order of the members'
     names and the dense layer tell them apart, so recover must use both."""
     from app.registry import load_registry
-    from training.tools.recover import _matching_build, _member_options, read_members
+    from training.tools.recover import (
+        _matching_build,
+        _member_options,
+        float_graph,
+        read_members,
+    )
 
     models_dir = Path(__file__).parent.parent / "models"
     entry = load_registry(models_dir).get("emonet-trio")
-    members = read_members(models_dir / entry.file)
+    members = read_members(float_graph(models_dir / entry.file), models_dir / entry.file)
     recorded = [_member_options(c).model for c in entry.training["members"]]
     assert recorded == ["emonet_deep", "emonet", "emonet_res"]
     for member, name in zip(members, recorded, strict=True):

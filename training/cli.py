@@ -154,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "recover",
-        help="turn the networks of a registered float32 model back into run folders",
+        help="turn the networks of a registered model (float32 or int8) back into run folders",
     )
-    r.add_argument("--model", required=True, help="registered float32 model")
+    r.add_argument("--model", required=True, help="registered model, float32 or int8")
     r.add_argument("--data", required=True, help="the data it was trained on (calibration)")
     r.add_argument("--out", required=True, help="folder for one run per network")
     r.add_argument("--models-dir", default="models")

@@ -1,4 +1,4 @@
-"""Turn the members of a registered float32 ONNX model back into training runs.
+"""Turn the members of a registered ONNX model (float32 or int8) back into training runs.
 
 Run folders stay on the machine that trained them; what ships, and so what a later session or
 another data scientist has, is the ONNX file in `models/` and its registry entry. Recovering
@@ -18,6 +18,7 @@ import math
 import re
 import shlex
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ from app.preprocess import prepare_batch
 from app.registry import load_registry
 from training import architectures
 from training.data import class_weights, recorded_split_seed
+from training.dequantize import dequantize, is_quantized
 from training.export import PARITY_FACES, PARITY_TOL
 from training.onnx_nodes import data_inputs
 from training.run_config import RunConfig, write_run_config
@@ -35,6 +37,7 @@ from training.split import VAL_FRACTION, split_train
 
 if TYPE_CHECKING:
     import keras
+    import onnx
 
 CALIBRATION_FACES = 2048
 _LOGITS_ADD = re.compile(r"/logits(_\d+)?/BiasAdd$")
@@ -52,19 +55,46 @@ class MemberWeights:
     logits: tuple[np.ndarray, np.ndarray]  # (kernel, bias)
 
 
-def read_members(path: Path) -> list[MemberWeights]:
+def float_graph(path: Path) -> onnx.ModelProto:
+    """The exported graph, or for an int8 file its `dequantize`d float32 copy: its weights
+    are the int8 ones multiplied out, its logits layers fused `Gemm`s, and a `Clip` follows
+    each quantized activation."""
+    import onnx
+
+    model = onnx.load(str(path))
+    return dequantize(model) if is_quantized(model) else model
+
+
+def without_clipping(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A dequantized graph as its float32 source computed it: a `Clip` that stood for a ReLU
+    folded into a uint8 activation keeps its zero floor and loses its ceiling, and any other
+    `Clip` (an activation range reaching below zero) becomes the identity. What `recover`
+    rebuilds has no int8 range limits, so this is the graph it must reproduce."""
+    import onnx
+    from onnx import numpy_helper
+
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    inits = {t.name: numpy_helper.to_array(t) for t in result.graph.initializer}
+    for node in result.graph.node:
+        if node.op_type == "Clip" and len(node.input) == 3:
+            node.input[2] = ""
+            if float(inits[node.input[1]]) < 0:
+                node.input[1] = ""
+    return result
+
+
+def read_members(model: onnx.ModelProto, path: Path) -> list[MemberWeights]:
     """Each member network of an exported graph, in the order of the ensemble's members.
 
     A member is everything upstream of one `logits` bias-add; mirror TTA and cascades run a
     member more than once, so the calls of one member count once. The order comes from the
-    member's name, not the graph's node order, which tf2onnx does not keep.
+    member's name, not the graph's node order, which tf2onnx does not keep. `path` names the
+    file in errors.
     """
-    import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load(str(path)).graph
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node):
-        raise RuntimeError(f"{path} is int8; recover from the float32 model it was quantized from")
+    graph = model.graph
     weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     producer = {out: n for n in graph.node for out in n.output}
     consumers: dict[str, list] = {}
@@ -86,20 +116,36 @@ def read_members(path: Path) -> list[MemberWeights]:
     def param(node, index: int) -> np.ndarray:
         return weights[node.input[index]]
 
+    def next_op(node):
+        """The node that takes `node`'s output, past the `Clip` of a quantized activation."""
+        after = consumers[node.output[0]][0]
+        return next_op(after) if after.op_type == "Clip" else after
+
+    def is_head(node) -> bool:
+        """A member's logits: `Add` of the bias, or (int8) `Gemm` fused with it."""
+        if node.op_type == "Add":
+            return bool(_LOGITS_ADD.search(node.name))
+        return node.op_type == "Gemm" and bool(_LOGITS_ADD.search(node.output[0].split(":")[0]))
+
     members: dict[int, MemberWeights] = {}
-    for head in (n for n in graph.node if n.op_type == "Add" and _LOGITS_ADD.search(n.name)):
+    for head in filter(is_head, graph.node):
         nodes = upstream(head)
         convs = [(param(n, 1), param(n, 2)) for n in nodes if n.op_type == "Conv"]
         matmuls = [n for n in nodes if n.op_type == "MatMul"]
+        if head.op_type == "Gemm":
+            if any(a.name in ("transA", "transB") and a.i for a in head.attribute):
+                raise RuntimeError(f"{path}: {head.name} is a transposed Gemm")
+            matmuls.append(head)
         if len(matmuls) != 2 or not convs:
             raise RuntimeError(f"{path}: member of {head.name} is not a conv stack + dense head")
         dense, logits = matmuls
-        mul = consumers[dense.output[0]][0]
-        add = consumers[mul.output[0]][0]
+        mul = next_op(dense)
+        add = next_op(mul)
+        bias = param(head, 2) if head.op_type == "Gemm" else weights[head.input[1]]
         member = MemberWeights(
             convs,
             (param(dense, 1), weights[mul.input[1]], weights[add.input[1]]),
-            (param(logits, 1), weights[head.input[1]]),
+            (param(logits, 1), bias),
         )
         index = _MEMBER_INDEX.search(head.name)
         members.setdefault(int(index.group(1)) if index else 0, member)
@@ -181,6 +227,7 @@ def _member_options(command: str):
 def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | Path) -> list[Path]:
     """Write one run folder per member of registered model `name` under `out_dir`."""
     import keras
+    import onnx
 
     from app.inference import cpu_session
     from training.graph import CascadeSpec, serving_model
@@ -189,7 +236,8 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
     if entry is None:
         raise KeyError(f"model {name!r} is not in {models_dir}/registry.json")
     path = Path(models_dir) / entry.file
-    members = read_members(path)
+    graph = float_graph(path)
+    members = read_members(graph, path)
     info = entry.training
     commands = info.get("members") or [info["command"]]
     if len(commands) != len(members):
@@ -228,8 +276,10 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
         cascade,
     )
     faces = faces[:PARITY_FACES]
-    sess = cpu_session(path)
-    served = sess.run(None, {sess.get_inputs()[0].name: faces})[0]
+    with tempfile.TemporaryDirectory() as tmp:  # the float graph the members were read from
+        onnx.save(without_clipping(graph), f"{tmp}/float.onnx")
+        sess = cpu_session(Path(tmp) / "float.onnx")
+        served = sess.run(None, {sess.get_inputs()[0].name: faces})[0]
     diff = float(np.max(np.abs(served - rebuilt.predict(faces, verbose=0))))
     if diff > PARITY_TOL:
         raise RuntimeError(f"recovered networks differ from {path} by {diff:.2e}; nothing written")
