@@ -97,7 +97,7 @@ def add_train_arguments(t: argparse.ArgumentParser) -> None:
         "--augment",
         choices=("none", "study", "standard", "photo"),
         help="augmentation preset instead of the recipe's (standard: flip, rotation, shift, "
-        "zoom, erasing; study: flip, rotation, shift, zoom, shear; photo: standard with shear "
+        "zoom, erasing; study: flip, rotation, shift, zoom as one map; photo: standard with shear "
         "plus lighting, noise, blur, downscaling and JPEG artefacts)",
     )
     t.add_argument(
