@@ -212,7 +212,9 @@ def test_train_48_evaluate_export_and_serve(fer_dir, tmp_path):
     from training.tools.recover import float_graph, read_members
 
     def members(name: str) -> list:
-        return read_members(float_graph(models_dir / name), models_dir / name)
+        graph, int8 = float_graph(models_dir / name)
+        assert int8 == name.endswith("-int8.onnx")
+        return read_members(graph, models_dir / name)
 
     (network,) = members("tiny.onnx")  # mirror TTA: one network, twice
     # The int8 file holds the same network, its weights on the int8 grid (per output channel,
@@ -735,7 +737,7 @@ def test_recover_matches_each_shipped_member_to_its_recorded_architecture():
 
     models_dir = Path(__file__).parent.parent / "models"
     entry = load_registry(models_dir).get("emonet-trio")
-    members = read_members(float_graph(models_dir / entry.file), models_dir / entry.file)
+    members = read_members(float_graph(models_dir / entry.file)[0], models_dir / entry.file)
     recorded = [_member_options(c).model for c in entry.training["members"]]
     assert recorded == ["emonet_deep", "emonet", "emonet_res"]
     for member, name in zip(members, recorded, strict=True):

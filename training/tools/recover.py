@@ -55,14 +55,14 @@ class MemberWeights:
     logits: tuple[np.ndarray, np.ndarray]  # (kernel, bias)
 
 
-def float_graph(path: Path) -> onnx.ModelProto:
-    """The exported graph, or for an int8 file its `dequantize`d float32 copy: its weights
-    are the int8 ones multiplied out, its logits layers fused `Gemm`s, and a `Clip` follows
-    each quantized activation."""
+def float_graph(path: Path) -> tuple[onnx.ModelProto, bool]:
+    """The exported graph, or for an int8 file its `dequantize`d float32 copy (its weights the
+    int8 ones multiplied out, its logits layers fused `Gemm`s, and a `Clip` after each
+    quantized activation); and whether the file was int8."""
     import onnx
 
     model = onnx.load(str(path))
-    return dequantize(model) if is_quantized(model) else model
+    return (dequantize(model), True) if is_quantized(model) else (model, False)
 
 
 def without_clipping(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -236,7 +236,7 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
     if entry is None:
         raise KeyError(f"model {name!r} is not in {models_dir}/registry.json")
     path = Path(models_dir) / entry.file
-    graph = float_graph(path)
+    graph, int8 = float_graph(path)
     members = read_members(graph, path)
     info = entry.training
     commands = info.get("members") or [info["command"]]
@@ -277,7 +277,7 @@ def recover(models_dir: str | Path, name: str, data: str | Path, out_dir: str | 
     )
     faces = faces[:PARITY_FACES]
     with tempfile.TemporaryDirectory() as tmp:  # the float graph the members were read from
-        onnx.save(without_clipping(graph), f"{tmp}/float.onnx")
+        onnx.save(without_clipping(graph) if int8 else graph, f"{tmp}/float.onnx")
         sess = cpu_session(Path(tmp) / "float.onnx")
         served = sess.run(None, {sess.get_inputs()[0].name: faces})[0]
     diff = float(np.max(np.abs(served - rebuilt.predict(faces, verbose=0))))
