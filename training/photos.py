@@ -30,6 +30,9 @@ from training.plots import plot_confusion
 
 MIN_IOU = 0.3
 MISSED = "missed"
+WIDTH_EDGES = (48, 96, 192)
+"""Labelled face widths (pixels) where `by_face_width` splits: the 48 px that the models
+read, then doublings. Whether larger faces score better says whether larger inputs could."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +73,9 @@ def score_models(
     models: list[OnnxModel],
     detector: FaceDetector | FaceSearch | None,
     settings: Settings,
-) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
-    """(labels, each model's probabilities with a row of zeros where missed, faces missed each).
+) -> tuple[list[LabelledFace], list[np.ndarray], list[int]]:
+    """(labelled faces, each model's probabilities with a row of zeros where missed, faces
+    missed each).
 
     Each photo goes through the pipeline once per distinct model input, not once per model:
     the faces found do not depend on the model, only their preprocessing does.
@@ -101,7 +105,7 @@ def score_models(
                     probs[k][i] = result[j]
         if n % 100 == 0 or n == len(by_photo):
             print(f"photos: {n}/{len(by_photo)}", flush=True)
-    return np.asarray([f.label for f in labelled]), probs, missed
+    return labelled, probs, missed
 
 
 def metrics_with_misses(y: np.ndarray, probs: np.ndarray, missed: int) -> dict:
@@ -119,6 +123,30 @@ def metrics_with_misses(y: np.ndarray, probs: np.ndarray, missed: int) -> dict:
         float(np.mean(probs[found].argmax(1) == y[found])) if found.any() else 0.0
     )
     return out
+
+
+def by_face_width(y: np.ndarray, probs: np.ndarray, widths: np.ndarray) -> list[dict]:
+    """Faces, faces found, accuracy (a missed face is wrong) and accuracy on the found faces,
+    per band of labelled face width between `WIDTH_EDGES`."""
+    found = probs.sum(axis=1) > 0
+    right = found & (probs.argmax(1) == y)
+    bands = []
+    for lo, hi in zip((0, *WIDTH_EDGES), (*WIDTH_EDGES, None), strict=True):
+        band = (widths >= lo) & (widths < hi if hi is not None else True)
+        n, n_found = int(band.sum()), int((band & found).sum())
+        bands.append(
+            {
+                "min_px": lo,
+                "max_px": hi,
+                "faces": n,
+                "found": n_found,
+                "accuracy": float(right[band].mean()) if n else None,
+                "accuracy_on_found": float(right[band & found].sum() / n_found)
+                if n_found
+                else None,
+            }
+        )
+    return bands
 
 
 def confusion_with_misses(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -170,10 +198,13 @@ def score_on_photos(
     )
     rows = []
     try:
-        y, all_probs, all_missed = score_models(folder, models, face_detector, settings)
+        labelled, all_probs, all_missed = score_models(folder, models, face_detector, settings)
+        y = np.asarray([f.label for f in labelled])
+        widths = np.asarray([f.box.width for f in labelled])
         for model, probs, missed in zip(models, all_probs, all_missed, strict=True):
             name, version = model.entry.name, model.entry.version
             m = metrics_with_misses(y, probs, missed)
+            m["by_face_width"] = by_face_width(y, probs, widths)
             m |= {"model": name, "version": version, "detector": detector, "data": str(folder)}
             target = out / name
             target.mkdir(parents=True, exist_ok=True)
@@ -190,6 +221,15 @@ def score_on_photos(
                 f"{name:24s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}  "
                 f"lowest recall {min(c['recall'] for c in m['per_class'].values()):.2f}  "
                 f"found {m['faces_found']}/{m['n']}"
+            )
+            print(
+                "  accuracy on found faces by width: "
+                + ", ".join(
+                    f"{b['min_px']}-{b['max_px'] or ''} px {b['accuracy_on_found']:.3f} "
+                    f"({b['found']})"
+                    for b in m["by_face_width"]
+                    if b["found"]
+                )
             )
     finally:
         for d in loaded.values():
