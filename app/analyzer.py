@@ -53,7 +53,11 @@ class ImageResult:
 
 
 class Analyzer:
-    """Loads one registered model and the face detectors once; `predict` is thread-safe."""
+    """Loads one registered model and the face detectors once; `predict` is thread-safe.
+
+    A detector runs one image at a time, so each is loaded `threads` times (default: the
+    service's `worker_threads`): that many threads calling `predict` detect side by side.
+    """
 
     def __init__(
         self,
@@ -61,8 +65,10 @@ class Analyzer:
         detector: DetectorChoice = "auto",
         max_faces: int | None = None,
         settings: Settings | None = None,
+        threads: int | None = None,
     ) -> None:
         settings = settings or Settings()
+        self.threads = threads or settings.worker_threads
         registry = load_registry(Path(settings.models_dir))
         name = model or settings.default_model or (registry.default and registry.default.name)
         entry = registry.get(name) if name else None
@@ -71,7 +77,9 @@ class Analyzer:
             raise KeyError(f"no model {name!r} in {settings.models_dir} (registered: {known})")
         self.model = OnnxModel(entry, Path(settings.models_dir), settings.inference_threads)
         kinds = {"auto": ("full", "short"), "none": ()}.get(detector, (detector,))
-        self._detectors = {kind: FaceDetector.for_kind(kind, settings) for kind in kinds}
+        self._detectors = {
+            kind: FaceDetector.for_kind(kind, settings, self.threads) for kind in kinds
+        }
         finder = (
             FaceSearch(self._detectors["full"], self._detectors["short"])
             if detector == "auto"

@@ -71,7 +71,7 @@ class Scorer:
         settings = Settings()
         if "detector_threads" not in settings.model_fields_set:  # Ray gives each actor 1 CPU
             settings = settings.model_copy(update={"detector_threads": 1})
-        self.analyzer = Analyzer(model, detector, settings=settings)
+        self.analyzer = Analyzer(model, detector, settings=settings, threads=1)
 
     def read(self, file: str) -> bytes:
         return Path(file).read_bytes()

@@ -6,7 +6,8 @@
     emotion batch photos/ faces.parquet --address ray://head:10001  # on Ray (app.batch)
     emotion serve --port 8000                               # what `python -m app` does
 
-`score` runs the service's own pipeline (`app.analyzer.Analyzer`) on two worker threads.
+`score` runs the service's own pipeline (`app.analyzer.Analyzer`) on its worker threads
+(`EMOTION_WORKER_THREADS`, default: one per CPU), each with its own face detectors.
 A file that cannot be read as an image is named on stderr and skipped; the exit status is 1
 when any file was skipped, so a script notices.
 """
@@ -69,7 +70,10 @@ def score(args: argparse.Namespace) -> int:
     out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
     skipped = faces = no_face = 0
     try:
-        with Analyzer(args.model, args.detector) as analyzer, ThreadPoolExecutor(2) as pool:
+        with (
+            Analyzer(args.model, args.detector) as analyzer,
+            ThreadPoolExecutor(analyzer.threads) as pool,
+        ):
             writer = Writer(out, fmt)
             for n, (path, (result, error)) in enumerate(
                 zip(files, pool.map(one, files), strict=True), 1
@@ -109,7 +113,7 @@ def video(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             print(f"\rframe {done}/{total or '?'}", end="", file=sys.stderr)
 
-        with Analyzer(args.model, args.detector) as analyzer:
+        with Analyzer(args.model, args.detector, threads=1) as analyzer:  # frames in order
             people = analyze_video(
                 args.file,
                 analyzer,

@@ -54,6 +54,23 @@ def test_analyzer_answers_as_the_service_for_every_kind_of_input(env, client, tm
             analyzer.predict(decoded.astype(np.float32))
 
 
+def test_analyzer_threads_detect_side_by_side_with_the_same_answers(env, monkeypatch):
+    """Each calling thread gets its own detector instance, and the answers do not change."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("EMOTION_WORKER_THREADS", "3")
+    photos = [images.encode(im, "JPEG") for im in (images.astronaut(), images.group())] * 3
+    with Analyzer() as analyzer:
+        assert analyzer.threads == 3
+        assert all(d.instances == 3 for d in analyzer._detectors.values())
+        alone = [analyzer.predict(p) for p in photos]
+        with ThreadPoolExecutor(analyzer.threads) as pool:
+            together = list(pool.map(analyzer.predict, photos))
+    assert together == alone
+    with Analyzer(threads=1) as one:
+        assert all(d.instances == 1 for d in one._detectors.values())
+
+
 def test_analyzer_refuses_an_unknown_model(env):
     with pytest.raises(KeyError, match="gray48"):
         Analyzer("nope")

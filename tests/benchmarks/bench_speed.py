@@ -92,26 +92,16 @@ def batch_floor(settings: Settings, data: bytes, files: int, rounds: int) -> flo
     """Median faces/s of `files` copies through `app.pipeline` on the service's worker count."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from app.face_search import FaceSearch
-    from app.faces import FaceDetector
-    from app.inference import OnnxModel
-    from app.pipeline import Options, classify, prepare_image
-    from app.registry import load_registry
+    from app.analyzer import Analyzer
+    from app.pipeline import classify
 
-    workers = settings.worker_threads
-    entry = load_registry(settings.models_dir).default
-    model = OnnxModel(entry, settings.models_dir, settings.inference_threads)
-    detectors = [FaceDetector.for_kind(k, settings, workers) for k in ("full", "short")]
-    options = Options.from_settings(FaceSearch(*detectors), "none", settings.max_faces, settings)
     rates = []
-    with ThreadPoolExecutor(workers) as pool:
+    with Analyzer(settings=settings) as analyzer, ThreadPoolExecutor(analyzer.threads) as pool:
         for _ in range(rounds + 1):  # the first warms up
             t0 = time.perf_counter()
-            images = list(pool.map(lambda d: prepare_image(d, model.spec, options), [data] * files))
-            faces = sum(len(p) for p in classify(model, images))
+            images = list(pool.map(analyzer.prepare, [data] * files))
+            faces = sum(len(p) for p in classify(analyzer.model, images))
             rates.append(faces / (time.perf_counter() - t0))
-    for detector in detectors:
-        detector.close()
     return statistics.median(rates[1:])
 
 
