@@ -15,9 +15,10 @@ Rows, each the median over --rounds rounds (one round runs every row in turn):
 The floors run the same photos through `app.pipeline` in this process on one thread (decode,
 detect, align and preprocess, the model), with the served settings; the batch floor is 32
 copies prepared on as many threads as the service has workers, each with its own detector
-instance as the service gives them, then one model call. Each --variant NAME[@CHECKOUT]:KEY=VALUE,... is one more
-server, with those environment variables and (after @) another checkout's code; every round
-measures each server in turn. Run it on an idle machine.
+instance as the service gives them, then one model call. Each
+--variant NAME[@CHECKOUT]:KEY=VALUE,... is one more server, with those environment variables
+and (after @) another checkout's code; every round measures each server in turn. Run it on an
+idle machine.
 """
 
 from __future__ import annotations
