@@ -10,6 +10,12 @@ image, so their number is counted from the bytes and capped before decoding; of 
 and GIF, WebP or APNG frames only the first is read, and nothing that counts them all
 (`n_frames`, `is_animated`) is ever called.
 
+Pillow reads every header and makes every check; the pixels of an ordinary JPEG (RGB or
+grey) are then decoded by OpenCV, which wraps the same libjpeg-turbo with the same settings
+and so gives the same pixels, straight into one array (Pillow fills its own buffer, which
+numpy then copies) and without holding the interpreter lock. Anything OpenCV refuses goes
+back to Pillow, which names the error as before.
+
 Pillow's own decompression-bomb guard (`Image.MAX_IMAGE_PIXELS`) stays on as a backstop; the
 service raises it to at least `max_pixels` at start-up so it never rejects what we accept.
 Anything its warning would flag is above `max_pixels` and refused by our own check first.
@@ -21,8 +27,9 @@ import io
 import logging
 from collections.abc import Callable
 
+import cv2
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from app.jpeg_scans import count_scans, is_jpeg
 from app.problems import ProblemError
@@ -40,6 +47,26 @@ CHUNK_PIXELS = 1 << 20
 """Pixels per step of the wide-gray and alpha conversions: their temporaries stay a few MiB."""
 
 log = logging.getLogger("emotion.decode")
+
+_OPENCV_SCALES = {
+    1: 0,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
+}
+"""libjpeg's DCT scales as OpenCV's flags (the grey ones, which only carry the scale here)."""
+_OPENCV_MODES = frozenset({"RGB", "L"})
+"""JPEG modes whose pixels OpenCV gives as Pillow does (its CMYK conversion differs)."""
+_ORIENTED: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: a.transpose(1, 0, 2)[:, ::-1],
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: a.transpose(1, 0, 2)[::-1],
+}
+"""The EXIF Orientation values that `ImageOps.exif_transpose` acts on, as array views."""
 
 
 class ImageError(ProblemError):
@@ -126,11 +153,30 @@ def decode_reduced(
         scale = draft_scale(width, height, min_side) if im.format in ("JPEG", "MPO") else 1
         if scale > 1:
             im.draft(im.mode, (max(1, width // scale), max(1, height // scale)))
-        _load_first_frame(im, max_pixels)
         stored = im.size
-        rgb = to_rgb(_oriented(im))
+        rgb = _jpeg_by_opencv(data, im, scale)
+        if rgb is None:
+            _load_first_frame(im, max_pixels)
+            rgb = to_rgb(_oriented(im))
         turned = (rgb.shape[1], rgb.shape[0]) != stored
         return rgb, (height, width) if turned else (width, height)
+
+
+def _jpeg_by_opencv(data: bytes, im: Image.Image, scale: int) -> np.ndarray | None:
+    """The RGB pixels of a JPEG that Pillow has opened, checked and drafted to `scale`,
+    decoded by OpenCV and oriented as `_oriented` would; None where Pillow must decode it."""
+    if im.format not in ("JPEG", "MPO") or im.mode not in _OPENCV_MODES:
+        return None
+    flags = _OPENCV_SCALES[scale] | cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if rgb is None or rgb.shape[1::-1] != im.size:  # refused, or not Pillow's draft size
+        return None
+    try:
+        turn = _ORIENTED.get(im.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception as e:  # as `_oriented`: a broken EXIF block leaves the image as stored
+        log.debug("ignoring unreadable EXIF orientation: %s", e)
+        turn = None
+    return rgb if turn is None else np.ascontiguousarray(turn(rgb))
 
 
 def _too_large(detail: str) -> ImageError:
